@@ -1,0 +1,27 @@
+"""AutoBound: sound, sharp polynomial enclosures of JAX functions over a trust region.
+
+A generalisation of Taylor-mode autodiff (DESIGN §3): ``taylor_bounds(f, k)(x0, (a, b))``
+returns the Taylor coefficients of ``f`` at ``x0`` up to degree ``k - 1`` and an interval for the
+degree-``k`` coefficient such that the polynomial bounds hold for every ``x`` in ``[a, b]``.
+This package imports neither optax nor flax.
+"""
+
+from optax_saferate.autobound.elementwise import ElementwiseFunction
+from optax_saferate.autobound.enclosures import TaylorEnclosure
+from optax_saferate.autobound.interpreter import (
+    TaylorBounds,
+    register_elementwise,
+    register_primitive,
+    taylor_bounds,
+)
+from optax_saferate.autobound.intervals import Interval
+
+__all__ = (
+    "ElementwiseFunction",
+    "Interval",
+    "TaylorBounds",
+    "TaylorEnclosure",
+    "register_elementwise",
+    "register_primitive",
+    "taylor_bounds",
+)

@@ -1,0 +1,380 @@
+"""The jaxpr walk behind :func:`taylor_bounds`.
+
+``f`` is traced once per input shape with ``jax.make_jaxpr``; each equation is dispatched to its
+rule in :mod:`rules`. Everything the walk emits is ordinary JAX, so ``taylor_bounds`` runs under
+``jax.jit`` and ``vmap`` and a jitted caller compiles once.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+from jax.extend import core as jcore
+from jax.extend.core import primitives as P
+
+from optax_saferate.autobound import elementwise, enclosures, rules
+from optax_saferate.autobound import logsumexp as lse
+from optax_saferate.autobound.elementwise import ElementwiseFunction
+from optax_saferate.autobound.enclosures import Context, TaylorEnclosure
+from optax_saferate.autobound.intervals import Interval
+
+# Functions recognised by name when JAX wraps them in a named jit or a custom_jvp/custom_vjp.
+NAMED_FUNCTIONS: dict[str, Callable] = {}
+
+
+class TaylorBounds(NamedTuple):
+    """Polynomial bounds of ``f`` over a trust region (a pytree; returned from ``jit``).
+
+    ``f(x) ∈ c_0 + c_1·(x - x0) + … + c_{k-1}·(x - x0)^{k-1} + [lo, hi]·(x - x0)^k`` for every
+    ``x`` in ``trust_region``.
+
+    Attributes:
+      coefficients: ``(c_0, …, c_{k-1}, (lo, hi))``.
+      x0: the reference point.
+      trust_region: ``(a, b)`` with ``a <= x0 <= b``.
+    """
+
+    coefficients: tuple
+    x0: Array
+    trust_region: tuple[Array, Array]
+
+    @property
+    def degree(self) -> int:
+        return len(self.coefficients) - 1
+
+    def final_interval(self) -> tuple[Array, Array]:
+        """The interval coefficient of the highest degree."""
+        return self.coefficients[-1]
+
+    def _evaluate(self, x, upper: bool):
+        t = jnp.asarray(x) - self.x0
+        value = jnp.zeros_like(self.coefficients[0] * t)
+        power = jnp.ones_like(t)
+        for c in self.coefficients[:-1]:
+            value = value + c * power
+            power = power * t
+        lo, hi = self.coefficients[-1]
+        # At x = x0 the remainder term is 0 even when its interval is unbounded.
+        ends = tuple(jnp.where(power == 0, 0.0, e * power) for e in (lo, hi))
+        return value + (jnp.maximum(*ends) if upper else jnp.minimum(*ends))
+
+    def lower(self, x) -> Array:
+        """The lower bounding polynomial at ``x`` (in the trust region)."""
+        return self._evaluate(x, upper=False)
+
+    def upper(self, x) -> Array:
+        """The upper bounding polynomial at ``x`` (in the trust region)."""
+        return self._evaluate(x, upper=True)
+
+
+def taylor_bounds(
+    f: Callable[[Array], Array], max_degree: int, propagate_trust_regions: bool = False
+) -> Callable[[Array, tuple[Array, Array]], TaylorBounds]:
+    """Polynomial upper and lower bounds of ``f`` over a trust region.
+
+    Returns a function ``(x0, (a, b)) -> TaylorBounds`` computing a degree-``max_degree``
+    Taylor enclosure of ``f`` at ``x0`` valid for every ``x`` in ``[a, b]``: the first
+    ``max_degree`` coefficients are the Taylor coefficients of ``f`` at ``x0`` and the last is an
+    interval. With ``a == b == x0`` it is Taylor-mode autodiff.
+
+    Args:
+      f: a function of one scalar array, written with supported JAX primitives (a Flax model and
+        an optax loss are fine).
+      max_degree: the degree ``k >= 1`` of the enclosure (2 is the fast path).
+      propagate_trust_regions: also propagate plain interval ranges through ``f`` and intersect
+        them with the ranges that the enclosures imply before each elementwise function (a
+        second, cheap pass; helps far from ``x0``).
+
+    Returns:
+      ``bound(x0, trust_region) -> TaylorBounds``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from optax_saferate import autobound as ab
+      >>> b = ab.taylor_bounds(jnp.exp, 2)(0.0, (0.0, 1.0))
+      >>> [float(c) for c in b.coefficients[:2]], [round(float(e), 4) for e in b.final_interval()]
+      ([1.0, 1.0], [0.5, 0.7183])
+
+    References:
+      Streeter & Dillon, "Automatically Bounding the Taylor Remainder Series: Tighter Bounds and
+      New Applications", arXiv:2212.11429.
+    """
+    if not isinstance(max_degree, int) or max_degree < 1:
+        raise ValueError(f"max_degree must be an integer >= 1, got {max_degree!r}")
+
+    def bound(x0, trust_region) -> TaylorBounds:
+        x0 = jnp.asarray(x0)
+        if not jnp.issubdtype(x0.dtype, jnp.floating):
+            x0 = x0.astype(jnp.result_type(float))
+        if x0.ndim != 0:
+            raise NotImplementedError(
+                "taylor_bounds supports a scalar input only (the SafeRate case); got shape "
+                f"{x0.shape}. Bound a vector function along a line, x0 + t·direction, instead."
+            )
+        a, b = (jnp.asarray(e, x0.dtype) for e in trust_region)
+        closed = jax.make_jaxpr(f)(x0)
+        if len(closed.out_avals) != 1:
+            raise ValueError("f must return a single array")
+        t = Interval(a - x0, b - x0)
+        known_ranges = _no_ranges
+        if propagate_trust_regions:
+            recorded: list[Interval] = []
+            _run(closed, x0, Context(t, 0), functools.partial(_record, recorded))
+            known_ranges = functools.partial(_replay, iter(recorded))
+        ctx = Context(t, max_degree)
+        out, env = _run(closed, x0, ctx, known_ranges)
+        return TaylorBounds(_coefficients(out, ctx, env, closed.out_avals[0]), x0, (a, b))
+
+    return bound
+
+
+def _no_ranges(ctx, value):
+    return None
+
+
+def _record(recorded, ctx, value):
+    recorded.append(enclosures.range_over(value, ctx))
+    return None
+
+
+def _replay(iterator, ctx, value):
+    return next(iterator)
+
+
+def _run(closed, x0, ctx, known_ranges):
+    if ctx.degree == 0:
+        x = TaylorEnclosure((), Interval(x0 + ctx.trust_region.lo, x0 + ctx.trust_region.hi))
+    else:
+        x = enclosures.exact(x0, jnp.ones_like(x0))
+    env = rules.Environment(None, known_ranges)
+    env.evaluate_jaxpr = functools.partial(evaluate_jaxpr, env=env, ctx=ctx)
+    (out,) = evaluate_jaxpr(closed.jaxpr, closed.consts, [x], env=env, ctx=ctx)
+    return out, env
+
+
+def _coefficients(out, ctx: Context, env, aval):
+    k = ctx.degree
+    if isinstance(out, lse.PatternValue):
+        out = rules.materialize(ctx, env, out)
+    if not isinstance(out, TaylorEnclosure):
+        value = jnp.asarray(out, aval.dtype)
+        zero = jnp.zeros_like(value)
+        return (value,) + (zero,) * (k - 1) + ((zero, zero),)
+    out = elementwise.to_remainder_form(out, ctx)
+    return (*out.coefficients, (out.remainder.lo, out.remainder.hi))
+
+
+# --------------------------------------------------------------------------- the walk
+
+
+def evaluate_jaxpr(jaxpr, consts, args, *, env, ctx):
+    values = {}
+
+    def read(v):
+        return v.val if isinstance(v, jcore.Literal) else values[v]
+
+    for var, value in zip(jaxpr.constvars, consts, strict=True):
+        values[var] = value
+    for var, value in zip(jaxpr.invars, args, strict=True):
+        values[var] = value
+    for eqn in jaxpr.eqns:
+        inputs = [read(v) for v in eqn.invars]
+        if all(rules.is_constant(x) for x in inputs):
+            outputs = _bind(eqn, inputs)
+        else:
+            outputs = _apply_rule(eqn, inputs, env, ctx)
+        if not eqn.primitive.multiple_results:
+            outputs = [outputs]
+        for var, value in zip(eqn.outvars, outputs, strict=True):
+            if not isinstance(var, jcore.DropVar):
+                values[var] = value
+    return [read(v) for v in jaxpr.outvars]
+
+
+def _bind(eqn, inputs):
+    params = eqn.primitive.get_bind_params(eqn.params)
+    subfuns = ()
+    if isinstance(params, tuple):  # older jax returns (subfuns, params)
+        subfuns, params = params
+    return eqn.primitive.bind(*subfuns, *inputs, **params)
+
+
+_CALL_PARAMS = ("jaxpr", "call_jaxpr", "fun_jaxpr")
+
+
+def _apply_rule(eqn, inputs, env, ctx):
+    primitive = eqn.primitive
+    pattern = [x for x in inputs if isinstance(x, lse.PatternValue)]
+    if pattern and primitive in (P.exp_p, P.log_p):
+        result = rules.pattern_elementwise(primitive, ctx, env, eqn, pattern[0])
+        if result is not None:
+            return result
+        inputs = [rules.materialize(ctx, env, x) for x in inputs]
+    name = eqn.params.get("name")
+    if name in NAMED_FUNCTIONS and len(inputs) >= 1 and isinstance(inputs[0], TaylorEnclosure):
+        recognised = NAMED_FUNCTIONS[name](env, ctx, eqn, inputs)
+        if recognised is not None:
+            return recognised
+    rule = rules.RULES.get(primitive)
+    if rule is not None:
+        return rule(env, ctx, eqn, *inputs)
+    for key in _CALL_PARAMS:
+        if key in eqn.params:
+            return _walk_into(eqn.params[key], inputs, env, ctx)
+    raise NotImplementedError(
+        f"AutoBound has no rule for the primitive `{primitive}` (used at {rules._source(eqn)}). "
+        "Rewrite the function with supported operations, or register one: "
+        "optax_saferate.autobound.register_elementwise(...) for an elementwise function wrapped in "
+        "a named jax.jit / jax.custom_jvp, or register_primitive(primitive, rule)."
+    )
+
+
+def _walk_into(jaxpr, inputs, env, ctx):
+    if isinstance(jaxpr, jcore.ClosedJaxpr):
+        return evaluate_jaxpr(jaxpr.jaxpr, jaxpr.consts, inputs, env=env, ctx=ctx)
+    return evaluate_jaxpr(jaxpr, [], inputs, env=env, ctx=ctx)
+
+
+# --------------------------------------------------------------------------- named functions
+
+
+def _single_input(rule):
+    """Adapt ``rule(env, ctx, x)`` to named calls whose first input is the enclosure."""
+
+    def named(env, ctx, eqn, inputs):
+        if len(inputs) != 1:
+            return None
+        return [rule(env, ctx, inputs[0])]
+
+    return named
+
+
+def _value_at(eqn, like: TaylorEnclosure, point: float) -> float:
+    """Evaluate a named call's body at a constant point, at trace time (to read a parameter)."""
+    for key in _CALL_PARAMS:
+        body = eqn.params.get(key)
+        if isinstance(body, jcore.ClosedJaxpr):
+            with jax.ensure_compile_time_eval():
+                x = jnp.full(like.shape, point, like.dtype)
+                return float(jnp.ravel(jcore.jaxpr_as_fun(body)(x)[0])[0])
+    raise ValueError("named call without a body")
+
+
+def _leaky_relu(env, ctx, eqn, inputs):
+    if len(inputs) != 1:
+        return None
+    x = inputs[0]
+    # leaky_relu(x) = α·x + (1 - α)·relu(x); α is read back from the body: f(-1) = -α.
+    alpha = -_value_at(eqn, x, -1.0)
+    relu = rules.apply_relu(env, ctx, x)
+    return [enclosures.add(enclosures.scale(x, alpha), enclosures.scale(relu, 1 - alpha), ctx)]
+
+
+def _elu(env, ctx, eqn, inputs):
+    if len(inputs) != 1:
+        return None
+    x = inputs[0]
+    # elu_α = α·g + (1 - α)·relu with g the C¹ core; α is the body's limit at -inf.
+    alpha = -_value_at(eqn, x, -1e4)
+    core = enclosures.scale(rules.apply_function(env, ctx, elementwise.ELU_CORE, x), alpha)
+    if alpha == 1.0:
+        return [core]
+    relu = enclosures.scale(rules.apply_relu(env, ctx, x), 1.0 - alpha)
+    return [enclosures.add(core, relu, ctx)]
+
+
+def _relu6(env, ctx, x):
+    upper = rules.apply_relu(env, ctx, enclosures.add_constant(x, -6.0))
+    return enclosures.add(rules.apply_relu(env, ctx, x), enclosures.negate(upper), ctx)
+
+
+def _logaddexp(env, ctx, eqn, inputs):
+    if len(inputs) != 2:
+        return None
+    a, b = inputs
+    if not isinstance(b, TaylorEnclosure):
+        # logaddexp(a, c) = c + softplus(a - c)
+        shifted = enclosures.add_constant(a, -b)
+        softplus = rules.apply_function(env, ctx, elementwise.SOFTPLUS, shifted)
+        return [enclosures.add_constant(softplus, b)]
+    difference = rules._subtract_values(ctx, a, b)
+    softplus = rules.apply_function(env, ctx, elementwise.SOFTPLUS, difference)
+    return [enclosures.add(b, softplus, ctx)]
+
+
+def register_elementwise(
+    name: str,
+    fn: Callable[[Array], Array],
+    critical_points: Callable[[int], tuple[float, ...] | None] | tuple = (),
+    *,
+    derivative: Callable[[int, Array], Array] | None = None,
+    domain: tuple[float, float] = (-math.inf, math.inf),
+) -> ElementwiseFunction:
+    """Teach AutoBound an elementwise function that JAX calls by name.
+
+    The function must reach the jaxpr as one named call: wrap it in ``jax.jit`` (the jaxpr
+    shows ``jit[name=<name>]``) or define it with ``jax.custom_jvp``/``custom_vjp``. Its enclosure
+    then follows DESIGN §3.3: sharp where a derivative is monotone, classical elsewhere.
+
+    Args:
+      name: the function's ``__name__`` as it appears in the jaxpr.
+      fn: the elementwise function (used for values; derivatives come from autodiff of it unless
+        ``derivative`` is given).
+      critical_points: where each derivative ``σ^(j)`` has a local extremum; a table (tuple of
+        tuples, one per order ``j = 0, 1, …``) or a function ``j -> points`` (``None`` for
+        unknown orders, which are then refused). ``()`` means every derivative is monotone.
+      derivative: optional closed form ``(order, x) -> σ^(order)(x)``.
+      domain: the closed interval on which ``fn`` is defined.
+
+    Returns:
+      The registered :class:`ElementwiseFunction`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from optax_saferate import autobound as ab
+      >>> @jax.jit
+      ... def cube_plus_x(x):
+      ...     return x**3 + x
+      >>> _ = ab.register_elementwise("cube_plus_x", cube_plus_x, lambda j: (0.0,) if j == 1 else ())
+      >>> float(ab.taylor_bounds(cube_plus_x, 2)(1.0, (1.0, 2.0)).final_interval()[1])
+      4.0
+    """
+    if isinstance(critical_points, tuple):
+        table = critical_points
+        points = (lambda order: ()) if not table else elementwise.critical_point_table(table)
+    else:
+        points = critical_points
+    spec = ElementwiseFunction(name, fn, points, derivative=derivative, domain=domain)
+
+    def named(env, ctx, eqn, inputs):
+        if len(inputs) != 1:
+            return None
+        return [rules.apply_function(env, ctx, spec, inputs[0])]
+
+    NAMED_FUNCTIONS[name] = named
+    return spec
+
+
+def register_primitive(primitive: jcore.Primitive, rule: Callable) -> None:
+    """Register ``rule(env, ctx, eqn, *inputs) -> value`` for a primitive (advanced)."""
+    rules.RULES[primitive] = rule
+
+
+NAMED_FUNCTIONS.update(
+    relu=_single_input(rules.apply_relu),
+    relu6=_single_input(_relu6),
+    silu=_single_input(lambda env, ctx, x: rules.apply_function(env, ctx, elementwise.SWISH, x)),
+    swish=_single_input(lambda env, ctx, x: rules.apply_function(env, ctx, elementwise.SWISH, x)),
+    softplus=_single_input(
+        lambda env, ctx, x: rules.apply_function(env, ctx, elementwise.SOFTPLUS, x)
+    ),
+    leaky_relu=_leaky_relu,
+    elu=_elu,
+    logaddexp=_logaddexp,
+)

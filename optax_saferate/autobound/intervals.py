@@ -1,0 +1,120 @@
+"""Interval arithmetic on arrays.
+
+An :class:`Interval` is a pair of arrays ``(lo, hi)`` of one shape with ``lo <= hi`` elementwise.
+Every operation returns an interval that contains all values the operation can take when each
+operand ranges over its interval. The trust region ``T`` of the enclosure arithmetic is a scalar
+interval; its powers ``T**j`` appear whenever high-degree terms are folded into the remainder.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+from jax import Array
+
+
+class Interval(NamedTuple):
+    """A closed interval ``[lo, hi]``, elementwise over arrays of one shape."""
+
+    lo: Array
+    hi: Array
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return jnp.shape(self.lo)
+
+
+def point(x: Array) -> Interval:
+    """The zero-width interval ``[x, x]``."""
+    return Interval(x, x)
+
+
+def add(a: Interval, b: Interval) -> Interval:
+    return Interval(a.lo + b.lo, a.hi + b.hi)
+
+
+def negate(a: Interval) -> Interval:
+    return Interval(-a.hi, -a.lo)
+
+
+def shift(a: Interval, c: Array) -> Interval:
+    """``a + c`` for an exact array ``c``."""
+    return Interval(a.lo + c, a.hi + c)
+
+
+def scale(a: Interval, c: Array) -> Interval:
+    """``c * a`` for an exact array ``c`` (either sign)."""
+    p, q = c * a.lo, c * a.hi
+    return Interval(jnp.minimum(p, q), jnp.maximum(p, q))
+
+
+def multiply(a: Interval, b: Interval) -> Interval:
+    """The exact product interval ``{x * y : x in a, y in b}``."""
+    p1, p2, p3, p4 = a.lo * b.lo, a.lo * b.hi, a.hi * b.lo, a.hi * b.hi
+    return Interval(
+        jnp.minimum(jnp.minimum(p1, p2), jnp.minimum(p3, p4)),
+        jnp.maximum(jnp.maximum(p1, p2), jnp.maximum(p3, p4)),
+    )
+
+
+def square(a: Interval) -> Interval:
+    """``{x**2 : x in a}``: nonnegative, and zero when ``a`` straddles zero."""
+    lo2, hi2 = a.lo * a.lo, a.hi * a.hi
+    straddles = (a.lo <= 0) & (a.hi >= 0)
+    return Interval(
+        jnp.where(straddles, 0.0, jnp.minimum(lo2, hi2)).astype(lo2.dtype), jnp.maximum(lo2, hi2)
+    )
+
+
+def integer_power(a: Interval, n: int) -> Interval:
+    """``{x**n : x in a}`` for an integer ``n >= 0``; exact (monotone or even)."""
+    if n == 0:
+        one = jnp.ones_like(a.lo)
+        return Interval(one, one)
+    if n == 1:
+        return a
+    if n % 2 == 1:
+        return Interval(a.lo**n, a.hi**n)
+    sq = square(a)
+    return Interval(sq.lo ** (n // 2), sq.hi ** (n // 2))
+
+
+def midpoint_radius(a: Interval) -> tuple[Array, Array]:
+    """``(mid, rad)`` with ``a ⊆ [mid - rad, mid + rad]``.
+
+    The radius is taken as the larger distance from the rounded midpoint to either end, so the
+    midpoint-radius interval contains ``a`` despite the rounding of ``(lo + hi) / 2``.
+    """
+    mid = 0.5 * (a.lo + a.hi)
+    rad = jnp.maximum(mid - a.lo, a.hi - mid)
+    return mid, rad
+
+
+def from_midpoint_radius(mid: Array, rad: Array) -> Interval:
+    return Interval(mid - rad, mid + rad)
+
+
+def hull(a: Interval, b: Interval) -> Interval:
+    """The smallest interval containing both."""
+    return Interval(jnp.minimum(a.lo, b.lo), jnp.maximum(a.hi, b.hi))
+
+
+def intersect(a: Interval, b: Interval) -> Interval:
+    """``a ∩ b``; callers must know the intersection is nonempty (both contain the true set)."""
+    return Interval(jnp.maximum(a.lo, b.lo), jnp.minimum(a.hi, b.hi))
+
+
+def width(a: Interval) -> Array:
+    return a.hi - a.lo
+
+
+def contains(a: Interval, x: Array, tolerance: Array | float = 0.0) -> Array:
+    """Elementwise ``lo - tolerance <= x <= hi + tolerance``."""
+    return (a.lo - tolerance <= x) & (x <= a.hi + tolerance)
+
+
+def entire_like(x: Array) -> Interval:
+    """The interval ``[-inf, inf]``: a sound answer when nothing finite can be said."""
+    inf = jnp.full(jnp.shape(x), jnp.inf, dtype=jnp.result_type(x))
+    return Interval(-inf, inf)

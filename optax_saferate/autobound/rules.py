@@ -1,0 +1,634 @@
+"""The table from JAX primitives to enclosure rules.
+
+A rule receives the :class:`~optax_saferate.autobound.enclosures.Context`, the equation and its
+input values, at least one of which is not a constant (a :class:`TaylorEnclosure`, or a value
+inside a recognised pattern), and returns the output value (a list for multi-output primitives).
+Equations whose inputs are all constants never reach a rule: the interpreter evaluates them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.extend.core import primitives as P
+
+from optax_saferate.autobound import elementwise, enclosures
+from optax_saferate.autobound import logsumexp as lse
+from optax_saferate.autobound.elementwise import ElementwiseFunction
+from optax_saferate.autobound.enclosures import Context, TaylorEnclosure
+from optax_saferate.autobound.intervals import Interval
+
+Rule = Callable[..., object]
+RULES: dict[object, Rule] = {}
+
+
+def is_constant(x) -> bool:
+    return not isinstance(x, (TaylorEnclosure, lse.PatternValue, Comparison))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Comparison:
+    """A boolean that depends on the input: ``difference (op) 0`` elementwise.
+
+    It is only usable as the predicate of ``select_n``. Where the range of ``difference`` keeps
+    one sign over the trust region the choice is constant and the select is exact; elsewhere the
+    result is unbounded (``[-inf, inf]``), which is sound and makes SafeRate shrink its step.
+    """
+
+    difference: TaylorEnclosure
+    strict_positive: bool  # True for `> 0`, False for `>= 0`
+    negate: bool = False
+
+
+class Environment:
+    """What rules may ask of the interpreter: evaluate a nested jaxpr, know input ranges."""
+
+    def __init__(self, evaluate_jaxpr, known_ranges):
+        self.evaluate_jaxpr = evaluate_jaxpr
+        self.known_ranges = known_ranges
+
+    def next_range(self, ctx: Context, value: TaylorEnclosure) -> Interval | None:
+        return self.known_ranges(ctx, value)
+
+
+def register(*primitives):
+    def decorate(rule):
+        for p in primitives:
+            RULES[p] = rule
+        return rule
+
+    return decorate
+
+
+def _as_enclosure(x, like: TaylorEnclosure) -> TaylorEnclosure:
+    if isinstance(x, TaylorEnclosure):
+        return x
+    return enclosures.exact(jnp.broadcast_to(jnp.asarray(x, like.dtype), like.shape))
+
+
+def _out_shape(eqn):
+    return tuple(eqn.outvars[0].aval.shape)
+
+
+def _fit(value: TaylorEnclosure, eqn) -> TaylorEnclosure:
+    """Broadcast every term to the equation's output shape (jaxprs broadcast scalars)."""
+    shape = _out_shape(eqn)
+    if value.shape == shape:
+        return value
+    return enclosures.map_monotone(lambda c: jnp.broadcast_to(c, shape), value)
+
+
+# --------------------------------------------------------------------------- elementwise
+
+
+def apply_function(env, ctx, spec: ElementwiseFunction, x: TaylorEnclosure) -> TaylorEnclosure:
+    return elementwise.enclose(spec, x, ctx, env.next_range(ctx, x))
+
+
+def apply_relu(env, ctx, x: TaylorEnclosure) -> TaylorEnclosure:
+    return elementwise.enclose_relu(x, ctx, env.next_range(ctx, x))
+
+
+_SIMPLE_FUNCTIONS = {
+    P.exp_p: elementwise.EXP,
+    P.log_p: elementwise.LOG,
+    P.log1p_p: elementwise.LOG1P,
+    P.expm1_p: elementwise.EXPM1,
+    P.logistic_p: elementwise.SIGMOID,
+    P.tanh_p: elementwise.TANH,
+    P.erf_p: elementwise.ERF,
+    P.sin_p: elementwise.SIN,
+    P.cos_p: elementwise.COS,
+    P.sqrt_p: elementwise.SQRT,
+    P.rsqrt_p: elementwise.RSQRT,
+}
+
+
+def _simple_rule(spec):
+    def rule(env, ctx, eqn, x):
+        return apply_function(env, ctx, spec, x)
+
+    return rule
+
+
+for _primitive, _spec in _SIMPLE_FUNCTIONS.items():
+    RULES[_primitive] = _simple_rule(_spec)
+
+
+@register(P.erfc_p)
+def _erfc(env, ctx, eqn, x):
+    return enclosures.add_constant(
+        enclosures.negate(apply_function(env, ctx, elementwise.ERF, x)), 1.0
+    )
+
+
+@register(P.integer_pow_p)
+def _integer_pow(env, ctx, eqn, x):
+    n = eqn.params["y"]
+    if n == 0:
+        return jnp.ones(x.shape, x.dtype)
+    if n == 1:
+        return x
+    return apply_function(env, ctx, elementwise.integer_power(n), x)
+
+
+@register(P.square_p)
+def _square(env, ctx, eqn, x):
+    return apply_function(env, ctx, elementwise.integer_power(2), x)
+
+
+@register(P.pow_p)
+def _pow(env, ctx, eqn, base, exponent):
+    if isinstance(base, TaylorEnclosure) and is_constant(exponent):
+        p = np.asarray(exponent)
+        if p.ndim == 0 and not isinstance(exponent, jax.core.Tracer):
+            p = float(p)
+            if p.is_integer():
+                return _integer_pow_value(env, ctx, base, int(p))
+            return apply_function(env, ctx, elementwise.real_power(p), base)
+    # base**e = exp(e·log(base)) for a positive base.
+    log_base = (
+        apply_function(env, ctx, elementwise.LOG, base)
+        if isinstance(base, TaylorEnclosure)
+        else jnp.log(base)
+    )
+    product = _multiply_values(ctx, log_base, exponent)
+    return apply_function(env, ctx, elementwise.EXP, _fit(product, eqn))
+
+
+def _integer_pow_value(env, ctx, x, n):
+    if n == 0:
+        return jnp.ones(x.shape, x.dtype)
+    if n == 1:
+        return x
+    return apply_function(env, ctx, elementwise.integer_power(n), x)
+
+
+@register(P.abs_p)
+def _abs(env, ctx, eqn, x):
+    if isinstance(x, lse.PatternValue) and x.stage == lse.SUM:
+        return x  # the sum of exponentials is positive
+    return enclosures.add(apply_relu(env, ctx, x), apply_relu(env, ctx, enclosures.negate(x)), ctx)
+
+
+@register(P.sign_p)
+def _sign(env, ctx, eqn, x):
+    if isinstance(x, lse.PatternValue) and x.stage == lse.SUM:
+        return jnp.ones(x.shape, x.z.dtype)
+    r = enclosures.range_over(x, ctx)
+    value = jnp.sign(x.coefficients[0])
+    constant = (r.lo > 0) | (r.hi < 0)
+    spread = jnp.where(constant, 0.0, jnp.inf).astype(x.dtype)
+    zero = jnp.zeros_like(value)
+    return enclosures.with_remainder(
+        (value,) + (zero,) * (ctx.degree - 1), Interval(-spread, spread), ctx
+    )
+
+
+def maximum(env, ctx, a, b):
+    """``max(a, b) = b + relu(a - b)`` (constants allowed on either side)."""
+    if not isinstance(b, TaylorEnclosure):
+        a, b = b, a  # make `b` the enclosure
+    difference = _subtract_values(ctx, a, b)
+    return enclosures.add(b, apply_relu(env, ctx, difference), ctx)
+
+
+def minimum(env, ctx, a, b):
+    """``min(a, b) = a - relu(a - b)``."""
+    if not isinstance(a, TaylorEnclosure):
+        a, b = b, a
+    difference = _subtract_values(ctx, a, b)
+    return enclosures.add(a, enclosures.negate(apply_relu(env, ctx, difference)), ctx)
+
+
+@register(P.max_p)
+def _max(env, ctx, eqn, a, b):
+    for value, other in ((a, b), (b, a)):
+        if isinstance(value, lse.PatternValue) and value.stage == lse.MAX:
+            if is_constant(other) and np.all(np.asarray(other) == -np.inf):
+                return value
+            return _max(env, ctx, eqn, *[materialize(ctx, env, v) for v in (a, b)])
+    return _fit(maximum(env, ctx, a, b), eqn)
+
+
+@register(P.min_p)
+def _min(env, ctx, eqn, a, b):
+    return _fit(minimum(env, ctx, a, b), eqn)
+
+
+@register(P.clamp_p)
+def _clamp(env, ctx, eqn, low, x, high):
+    return _fit(minimum(env, ctx, maximum(env, ctx, x, low), high), eqn)
+
+
+# --------------------------------------------------------------------------- arithmetic
+
+
+def _subtract_values(ctx, a, b):
+    if isinstance(a, TaylorEnclosure) and isinstance(b, TaylorEnclosure):
+        return enclosures.add(a, enclosures.negate(b), ctx)
+    if isinstance(a, TaylorEnclosure):
+        return enclosures.add_constant(a, -b)
+    return enclosures.add_constant(enclosures.negate(b), a)
+
+
+def _multiply_values(ctx, a, b):
+    if isinstance(a, TaylorEnclosure) and isinstance(b, TaylorEnclosure):
+        return enclosures.multiply(a, b, ctx)
+    if isinstance(a, TaylorEnclosure):
+        return enclosures.scale(a, b)
+    if isinstance(b, TaylorEnclosure):
+        return enclosures.scale(b, a)
+    return a * b
+
+
+@register(P.add_p, P.add_jaxvals_p)
+def _add(env, ctx, eqn, a, b):
+    for value, other in ((a, b), (b, a)):
+        if isinstance(value, lse.PatternValue):
+            if (
+                value.stage == lse.LOG
+                and isinstance(other, lse.PatternValue)
+                and other.stage == lse.SHIFT
+            ):
+                result = lse.enclose_logsumexp(value.z, value.axes, ctx)
+                return enclosures.map_monotone(lambda c: jnp.reshape(c, _out_shape(eqn)), result)
+            raise lse.pattern_error("add", value, _source(eqn))
+    if isinstance(a, TaylorEnclosure) and isinstance(b, TaylorEnclosure):
+        return _fit(enclosures.add(a, b, ctx), eqn)
+    if isinstance(a, TaylorEnclosure):
+        return _fit(enclosures.add_constant(a, b), eqn)
+    return _fit(enclosures.add_constant(b, a), eqn)
+
+
+@register(P.sub_p)
+def _sub(env, ctx, eqn, a, b):
+    if isinstance(b, lse.PatternValue) and b.stage == lse.SHIFT and a is b.z:
+        return b.at(lse.SHIFTED, _out_shape(eqn))
+    if isinstance(a, lse.PatternValue) and a.stage == lse.SHIFTED:
+        if isinstance(b, lse.PatternValue) and b.stage == lse.LOG and b.z is a.z:
+            return lse.log_softmax(a.z, a.axes, ctx)
+    for value in (a, b):
+        if isinstance(value, lse.PatternValue):
+            raise lse.pattern_error("sub", value, _source(eqn))
+    return _fit(_subtract_values(ctx, a, b), eqn)
+
+
+@register(P.neg_p)
+def _neg(env, ctx, eqn, x):
+    return enclosures.negate(x)
+
+
+@register(P.mul_p)
+def _mul(env, ctx, eqn, a, b):
+    if eqn.invars[0] is eqn.invars[1] and isinstance(a, TaylorEnclosure):
+        return apply_function(env, ctx, elementwise.integer_power(2), a)
+    return _fit(_multiply_values(ctx, a, b), eqn)
+
+
+@register(P.div_p)
+def _div(env, ctx, eqn, a, b):
+    if isinstance(a, lse.PatternValue) and a.stage == lse.EXP:
+        if isinstance(b, lse.PatternValue) and b.stage == lse.SUM and b.z is a.z:
+            return lse.softmax(a.z, a.axes, ctx)
+    if isinstance(a, TaylorEnclosure) and is_constant(b):
+        return _fit(_divide_by_constant(a, b), eqn)
+    reciprocal = (
+        apply_function(env, ctx, elementwise.RECIPROCAL, b)
+        if isinstance(b, TaylorEnclosure)
+        else 1.0 / b
+    )
+    return _fit(_multiply_values(ctx, a, reciprocal), eqn)
+
+
+def _divide_by_constant(a: TaylorEnclosure, c) -> TaylorEnclosure:
+    remainder = None
+    if a.remainder is not None:
+        p, q = a.remainder.lo / c, a.remainder.hi / c
+        remainder = Interval(jnp.minimum(p, q), jnp.maximum(p, q))
+    return TaylorEnclosure(tuple(x / c for x in a.coefficients), remainder)
+
+
+# --------------------------------------------------------------------------- bilinear
+
+
+def _bilinear_rule(eqn_params_op):
+    def rule(env, ctx, eqn, a, b):
+        op = functools.partial(eqn_params_op.bind, **eqn.params)
+        if isinstance(a, TaylorEnclosure) and isinstance(b, TaylorEnclosure):
+            return enclosures.multiply(a, b, ctx, op, elementwise=False)
+        if isinstance(a, TaylorEnclosure):
+            return _one_sided_bilinear(lambda x: op(x, b), lambda x: op(x, jnp.abs(b)), a)
+        return _one_sided_bilinear(lambda y: op(a, y), lambda y: op(jnp.abs(a), y), b)
+
+    return rule
+
+
+def _one_sided_bilinear(fn, fn_abs, a: TaylorEnclosure) -> TaylorEnclosure:
+    return enclosures.map_linear(fn, fn_abs, a)
+
+
+RULES[P.dot_general_p] = _bilinear_rule(P.dot_general_p)
+RULES[P.conv_general_dilated_p] = _bilinear_rule(P.conv_general_dilated_p)
+
+
+# --------------------------------------------------------------------------- structural
+
+
+def _structural(primitive):
+    """Ops that copy, sum or rearrange elements: applied to every term and interval end."""
+
+    def rule(env, ctx, eqn, x, *rest):
+        if isinstance(x, lse.PatternValue):
+            return _pattern_structural(ctx, env, primitive, eqn, x, rest)
+        if any(not is_constant(r) for r in rest):
+            raise NotImplementedError(
+                f"`{primitive}` with an input-dependent index or size at {_source(eqn)}: "
+                "AutoBound needs indices that do not depend on the bounded input"
+            )
+        return enclosures.map_monotone(lambda c: primitive.bind(c, *rest, **eqn.params), x)
+
+    return rule
+
+
+for _primitive in (
+    P.reshape_p,
+    P.broadcast_in_dim_p,
+    P.transpose_p,
+    P.squeeze_p,
+    P.slice_p,
+    P.dynamic_slice_p,
+    P.gather_p,
+    P.rev_p,
+    P.copy_p,
+    P.reduce_sum_p,
+    P.cumsum_p,
+    P.reduce_window_sum_p,
+    P.sharding_constraint_p,
+    P.device_put_p,
+    P.copy_p,
+):
+    RULES[_primitive] = _structural(_primitive)
+
+
+@register(P.convert_element_type_p)
+def _convert(env, ctx, eqn, x):
+    new_dtype = eqn.params["new_dtype"]
+    if isinstance(x, lse.PatternValue):
+        return x
+    if not jnp.issubdtype(new_dtype, jnp.floating):
+        raise NotImplementedError(
+            f"converting an input-dependent value to {new_dtype} at {_source(eqn)} is not "
+            "differentiable; AutoBound cannot bound it"
+        )
+    return enclosures.map_monotone(lambda c: c.astype(new_dtype), x)
+
+
+@register(P.concatenate_p)
+def _concatenate(env, ctx, eqn, *operands):
+    return _combine(ctx, eqn, P.concatenate_p, operands, ())
+
+
+@register(P.pad_p)
+def _pad(env, ctx, eqn, x, padding_value):
+    if not is_constant(padding_value):
+        raise NotImplementedError(f"pad with an input-dependent value at {_source(eqn)}")
+    config = eqn.params["padding_config"]
+    coefficients = [P.pad_p.bind(x.coefficients[0], padding_value, padding_config=config)]
+    zero = jnp.zeros((), x.dtype)
+    coefficients += [P.pad_p.bind(c, zero, padding_config=config) for c in x.coefficients[1:]]
+    remainder = None
+    if x.remainder is not None:
+        remainder = Interval(*(P.pad_p.bind(e, zero, padding_config=config) for e in x.remainder))
+    return TaylorEnclosure(tuple(coefficients), remainder)
+
+
+@register(P.dynamic_update_slice_p)
+def _dynamic_update_slice(env, ctx, eqn, operand, update, *indices):
+    if any(not is_constant(i) for i in indices):
+        raise NotImplementedError(
+            f"dynamic_update_slice with input-dependent indices at {_source(eqn)}"
+        )
+    return _combine(ctx, eqn, P.dynamic_update_slice_p, (operand, update), indices)
+
+
+def _combine(ctx, eqn, primitive, operands, trailing):
+    def fn(*terms):
+        return primitive.bind(*terms, *trailing, **eqn.params)
+
+    return enclosures.combine_monotone(fn, operands, ctx)
+
+
+@register(P.select_n_p)
+def _select_n(env, ctx, eqn, predicate, *cases):
+    if isinstance(predicate, lse.PatternValue) and predicate.stage == lse.FINITE:
+        # jnp.where(isfinite(max), max, 0): finite logits keep the max.
+        for case in cases:
+            if isinstance(case, lse.PatternValue) and case.stage == lse.MAX:
+                return case
+    if any(isinstance(c, lse.PatternValue) for c in cases):
+        cases = tuple(materialize(ctx, env, c) for c in cases)
+    if is_constant(predicate):
+        return enclosures.combine_monotone(
+            lambda *terms: P.select_n_p.bind(predicate, *terms), cases, ctx
+        )
+    if isinstance(predicate, Comparison):
+        return _select_by_comparison(ctx, eqn, predicate, cases)
+    raise NotImplementedError(
+        f"select_n with predicate {type(predicate).__name__} at {_source(eqn)}"
+    )
+
+
+def _select_by_comparison(ctx, eqn, comparison: Comparison, cases):
+    d = comparison.difference
+    r = enclosures.range_over(d, ctx)
+    d0 = d.coefficients[0]
+    at_reference = d0 > 0 if comparison.strict_positive else d0 >= 0
+    if comparison.negate:
+        at_reference = ~at_reference
+    # The choice is the same for every t when the range of d stays strictly on one side of 0.
+    constant = (r.lo > 0) | (r.hi < 0)
+    if len(cases) != 2:
+        raise NotImplementedError(f"select_n with {len(cases)} cases at {_source(eqn)}")
+    chosen = enclosures.combine_monotone(
+        lambda if_false, if_true: jnp.where(at_reference, if_true, if_false), cases, ctx
+    )
+    chosen = elementwise.to_remainder_form(chosen, ctx)
+    inf = jnp.asarray(jnp.inf, chosen.dtype)
+    unbounded = jnp.where(constant, 0.0, inf)
+    remainder = Interval(chosen.remainder.lo - unbounded, chosen.remainder.hi + unbounded)
+    return TaylorEnclosure(chosen.coefficients, remainder)
+
+
+def _comparison_rule(strict: bool, flip: bool, negate: bool = False):
+    def rule(env, ctx, eqn, a, b):
+        if eqn.invars[0] is eqn.invars[1]:
+            value = not strict if not negate else strict
+            return jnp.full(_out_shape(eqn), value)
+        lhs, rhs = (b, a) if flip else (a, b)
+        difference = _fit(_subtract_values(ctx, lhs, rhs), eqn)
+        return Comparison(difference, strict, negate)
+
+    return rule
+
+
+RULES[P.gt_p] = _comparison_rule(strict=True, flip=False)
+RULES[P.ge_p] = _comparison_rule(strict=False, flip=False)
+RULES[P.lt_p] = _comparison_rule(strict=True, flip=True)
+RULES[P.le_p] = _comparison_rule(strict=False, flip=True)
+RULES[P.ne_p] = _comparison_rule(strict=True, flip=False, negate=True)
+
+
+@register(P.is_finite_p)
+def _is_finite(env, ctx, eqn, x):
+    if isinstance(x, lse.PatternValue) and x.stage == lse.MAX:
+        return x.at(lse.FINITE)
+    raise NotImplementedError(f"is_finite of an input-dependent value at {_source(eqn)}")
+
+
+@register(P.stop_gradient_p)
+def _stop_gradient(env, ctx, eqn, x):
+    if isinstance(x, lse.PatternValue) and x.stage == lse.MAX:
+        return x.at(lse.SHIFT, _out_shape(eqn))
+    raise NotImplementedError(
+        f"stop_gradient of an input-dependent value at {_source(eqn)} outside the log-sum-exp "
+        "pattern: AutoBound will not silently treat it as a constant (that would bound a "
+        "different function). Remove it, or wrap the computation in a function with a "
+        "registered rule (optax_saferate.autobound.register_primitive)."
+    )
+
+
+# --------------------------------------------------------------------------- reductions
+
+
+@register(P.reduce_max_p)
+def _reduce_max(env, ctx, eqn, x):
+    axes = tuple(eqn.params["axes"])
+    return lse.PatternValue(lse.MAX, x, axes, _out_shape(eqn))
+
+
+@register(P.reduce_min_p)
+def _reduce_min(env, ctx, eqn, x):
+    axes = tuple(eqn.params["axes"])
+    return enclosures.negate(reduce_extreme(env, ctx, enclosures.negate(x), axes))
+
+
+def reduce_extreme(env, ctx, x: TaylorEnclosure, axes) -> TaylorEnclosure:
+    """``max`` over ``axes`` as a balanced tree of pairwise ``b + relu(a - b)``."""
+    for axis in sorted(axes, reverse=True):
+        while x.shape[axis] > 1:
+            n = x.shape[axis]
+            half = n // 2
+            first = enclosures.map_monotone(
+                lambda c, h=half: lax.slice_in_dim(c, 0, h, axis=axis), x
+            )
+            second = enclosures.map_monotone(
+                lambda c, h=half: lax.slice_in_dim(c, h, 2 * h, axis=axis), x
+            )
+            merged = maximum(env, ctx, first, second)
+            if n % 2:
+                last = enclosures.map_monotone(
+                    lambda c: lax.slice_in_dim(c, n - 1, n, axis=axis), x
+                )
+                merged = enclosures.combine_monotone(
+                    lambda p, q: jnp.concatenate([p, q], axis), [merged, last], ctx
+                )
+            x = merged
+        x = enclosures.map_monotone(lambda c: jnp.squeeze(c, axis), x)
+    return x
+
+
+def materialize(ctx, env, value):
+    """Turn a pattern value that left the pattern into an ordinary enclosure, if it can be."""
+    if not isinstance(value, lse.PatternValue):
+        return value
+    if value.stage == lse.MAX:
+        result = reduce_extreme(env, ctx, value.z, value.axes)
+        return enclosures.map_monotone(lambda c: jnp.reshape(c, value.shape), result)
+    raise lse.pattern_error("an unsupported operation", value, "this equation")
+
+
+def _pattern_structural(ctx, env, primitive, eqn, x: lse.PatternValue, rest):
+    if primitive in (P.broadcast_in_dim_p, P.reshape_p, P.squeeze_p) and x.stage != lse.EXP:
+        return x.at(x.stage, _out_shape(eqn))
+    if primitive is P.reduce_sum_p and x.stage == lse.EXP:
+        axes = tuple(eqn.params["axes"])
+        if set(axes) == set(x.axes):
+            return x.at(lse.SUM, _out_shape(eqn))
+    if x.stage == lse.MAX:
+        value = materialize(ctx, env, x)
+        return enclosures.map_monotone(lambda c: primitive.bind(c, *rest, **eqn.params), value)
+    raise lse.pattern_error(str(primitive), x, _source(eqn))
+
+
+def pattern_elementwise(primitive, ctx, env, eqn, x: lse.PatternValue):
+    """``exp`` and ``log`` inside the log-sum-exp pattern."""
+    if primitive is P.exp_p and x.stage == lse.SHIFTED:
+        return x.at(lse.EXP)
+    if primitive is P.log_p and x.stage == lse.SUM:
+        return x.at(lse.LOG, _out_shape(eqn))
+    if x.stage == lse.MAX:
+        return None
+    raise lse.pattern_error(str(primitive), x, _source(eqn))
+
+
+@register(P.reduce_window_max_p)
+def _max_pool(env, ctx, eqn, x):
+    return _pool_extreme(env, ctx, eqn, x, sign=1.0)
+
+
+@register(P.reduce_window_min_p)
+def _min_pool(env, ctx, eqn, x):
+    return enclosures.negate(_pool_extreme(env, ctx, eqn, enclosures.negate(x), sign=1.0))
+
+
+def _pool_extreme(env, ctx, eqn, x: TaylorEnclosure, sign: float):
+    """Max-pooling: the max over each window's candidates, one strided slice per offset."""
+    params = eqn.params
+    dims, strides = params["window_dimensions"], params["window_strides"]
+    padding = params["padding"]
+    if any(d != 1 for d in params["base_dilation"]):
+        raise NotImplementedError(f"max-pool with base dilation at {_source(eqn)}")
+    dilation = params["window_dilation"]
+    out_shape = _out_shape(eqn)
+    zero = jnp.zeros((), x.dtype)
+    config = [(lo, hi, 0) for lo, hi in padding]
+    padded = enclosures.map_monotone(lambda c: lax.pad(c, zero, config), x)
+    valid = lax.pad(jnp.ones(x.shape, bool), False, config)
+    best, best_valid = None, None
+    for offset in np.ndindex(*dims):
+        start = [o * d for o, d in zip(offset, dilation, strict=True)]
+        limit = [s + (n - 1) * st + 1 for s, n, st in zip(start, out_shape, strides, strict=True)]
+
+        def take(c, start=start, limit=limit):
+            return lax.slice(c, start, limit, strides)
+
+        candidate, candidate_valid = enclosures.map_monotone(take, padded), take(valid)
+        if best is None:
+            best, best_valid = candidate, candidate_valid
+            continue
+        merged = maximum(env, ctx, candidate, best)
+        merged = elementwise.select(
+            candidate_valid & best_valid,
+            merged,
+            elementwise.select(candidate_valid, candidate, best, ctx),
+            ctx,
+        )
+        best, best_valid = merged, candidate_valid | best_valid
+    return best
+
+
+def _source(eqn) -> str:
+    info = eqn.source_info
+    try:
+        from jax._src import source_info_util
+
+        return source_info_util.summarize(info)
+    except Exception:  # noqa: BLE001 - the location is a courtesy; never fail because of it
+        return "an unknown source line"
