@@ -53,6 +53,10 @@ class Checkpointer:
         self.directory = Path(workdir).absolute() / CHECKPOINT_DIR
         self._manager = ocp.CheckpointManager(
             self.directory,
+            item_handlers={
+                "state": ocp.StandardCheckpointHandler(),
+                "meta": ocp.JsonCheckpointHandler(),
+            },
             options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
         )
 
@@ -110,6 +114,31 @@ class Checkpointer:
             raise self._unreadable(where, error) from error
         return restored["state"], meta
 
+    def read(self, step: int | None = None) -> tuple[Any, dict]:
+        """Reads a checkpoint as saved, on any device topology (for analysis and tests).
+
+        Returns:
+          ``(state, meta)`` for ``step`` (default: the newest); in ``state`` arrays are numpy
+          arrays of the saved dtypes and NamedTuples plain containers.
+        """
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"No checkpoint in {self.directory}.")
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        # Without x64, float64 arrays would come back as float32.
+        with jax.enable_x64(True):
+            target = jax.tree.map(
+                lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+                self._manager.item_metadata(step)["state"],
+            )
+            restored = self._manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
+                ),
+            )
+            return jax.device_get(restored["state"]), dict(restored["meta"])
+
     def wait_until_finished(self) -> None:
         self._manager.wait_until_finished()
 
@@ -119,8 +148,11 @@ class Checkpointer:
         self._manager.close()
 
     def _unreadable(self, where: Path, error: Exception) -> CheckpointError:
+        reason = str(error).splitlines()[0] if str(error) else ""
+        if len(reason) > 300:
+            reason = reason[:300] + "..."
         return CheckpointError(
-            f"The checkpoint {where} cannot be restored ({type(error).__name__}: {error}). It may "
+            f"The checkpoint {where} cannot be restored ({type(error).__name__}: {reason}). It may "
             f"be corrupt or from an incompatible version. It was left untouched: delete that "
             f"step directory to resume from an earlier checkpoint in {self.directory}, or use a "
             f"new --workdir."

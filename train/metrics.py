@@ -111,7 +111,8 @@ class ProgressBar:
 def plot_metrics(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike, title: str) -> None:
     """Plots train/test loss (log scale) and test accuracy against the step into ``path``."""
     rows = list(rows)
-    figure = Figure(figsize=(10, 4), layout="constrained")
+    figure = Figure(figsize=(10, 4))
+    figure.subplots_adjust(left=0.07, right=0.98, wspace=0.25)
     FigureCanvasAgg(figure)
     loss_axes, accuracy_axes = figure.subplots(1, 2)
     train = [(row["step"], row["train_loss"]) for row in rows if row["train_loss"] is not None]

@@ -222,16 +222,20 @@ def _train_and_evaluate(
     position, wall_time = data.DataPosition(), 0.0
     if config.checkpoint_every_steps > 0:
         checkpointer = checkpoints.Checkpointer(workdir, config.max_checkpoints_to_keep)
-        latest = checkpointer.latest_step()
-        if latest is not None and latest > config.num_steps:
-            raise checkpoints.CheckpointError(
-                f"{checkpointer.directory} holds a checkpoint at step {latest}, past "
-                f"config.num_steps={config.num_steps}; raise num_steps or use a new --workdir."
-            )
-        if latest is not None:
-            state, meta = checkpointer.restore(latest, state, config_dict)
-            position = data.DataPosition(**meta["data_position"])
-            wall_time = float(meta["wall_time_s"])
+        try:
+            latest = checkpointer.latest_step()
+            if latest is not None and latest > config.num_steps:
+                raise checkpoints.CheckpointError(
+                    f"{checkpointer.directory} holds a checkpoint at step {latest}, past "
+                    f"config.num_steps={config.num_steps}; raise num_steps or use a new --workdir."
+                )
+            if latest is not None:
+                state, meta = checkpointer.restore(latest, state, config_dict)
+                position = data.DataPosition(**meta["data_position"])
+                wall_time = float(meta["wall_time_s"])
+        except BaseException:
+            checkpointer.close()
+            raise
     start_step = int(_local(state["step"]))
 
     is_main = jax.process_index() == 0
