@@ -1,6 +1,22 @@
-"""optax_saferate: learning-rate-free optax steps from automatically derived upper bounds."""
+"""optax_saferate: learning-rate-free optax steps from automatically derived upper bounds.
+
+``saferate(optax.adam(1.0))`` picks each step's size by minimising an AutoBound quadratic upper
+bound of the loss along the base optimizer's direction.
+"""
 
 from optax_saferate import autobound
+from optax_saferate import nnx
+from optax_saferate.saferate import SafeRateState
+from optax_saferate.saferate import minimize_quadratic_bound
+from optax_saferate.saferate import saferate
+from optax_saferate.saferate import scale_by_saferate
 
-__all__ = ("autobound",)
+__all__ = (
+    "SafeRateState",
+    "autobound",
+    "minimize_quadratic_bound",
+    "nnx",
+    "saferate",
+    "scale_by_saferate",
+)
 __version__ = "0.1.0"
