@@ -5,16 +5,15 @@ import signal
 
 import jax
 import pytest
-from train_testing import (
-    assert_trees_equal,
-    cli_overrides,
-    final_state,
-    rows_without_time,
-    run_python,
-    small_config,
-)
+from train_testing import assert_trees_equal
+from train_testing import cli_overrides
+from train_testing import final_state
+from train_testing import rows_without_time
+from train_testing import run_python
+from train_testing import small_config
 
-from train import checkpoints, metrics
+from train import checkpoints
+from train import metrics
 from train.train import train_and_evaluate
 
 

@@ -7,9 +7,13 @@ import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from train_testing import final_state, rows_without_time, run_python, small_config
+from train_testing import final_state
+from train_testing import rows_without_time
+from train_testing import run_python
+from train_testing import small_config
 
-from train import data, metrics
+from train import data
+from train import metrics
 from train.train import train_and_evaluate
 
 ROW_KEYS = {"step", "train_loss", "train_accuracy", "learning_rate", "wall_time_s"}

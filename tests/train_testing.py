@@ -12,7 +12,8 @@ import ml_collections
 import numpy as np
 
 from configs import default
-from train import checkpoints, metrics
+from train import checkpoints
+from train import metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

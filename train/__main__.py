@@ -4,7 +4,9 @@ Config fields can be overridden, e.g. ``--config.optimizer.name=adam
 --config.optimizer.learning_rate=1e-3``. Re-running with the same workdir resumes the run.
 """
 
-from absl import app, flags, logging
+from absl import app
+from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 from train import train

@@ -134,8 +134,12 @@ def load_dataset(config: ml_collections.ConfigDict, dtype: np.dtype | str) -> Da
     """
     validate_dataset_config(config)
     raw = load_raw(config.name, config.data_dir)
-    train_images, train_labels = _take(raw.train_images, raw.train_labels, config.train_size)
-    test_images, test_labels = _take(raw.test_images, raw.test_labels, config.test_size)
+    train_images, train_labels = _take(
+        raw.train_images, raw.train_labels, config.train_size, "train_size"
+    )
+    test_images, test_labels = _take(
+        raw.test_images, raw.test_labels, config.test_size, "test_size"
+    )
     train_float = train_images.astype(dtype) / 255
     test_float = test_images.astype(dtype) / 255
     if config.normalization == "standardize":
@@ -271,13 +275,15 @@ def _raw_splits(splits: dict[str, np.ndarray], num_classes: int | None = None) -
     return RawSplits(num_classes=num_classes, **splits)
 
 
-def _take(images: np.ndarray, labels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+def _take(
+    images: np.ndarray, labels: np.ndarray, size: int, field: str
+) -> tuple[np.ndarray, np.ndarray]:
     if size == -1:
         return images, labels
     if size > images.shape[0]:
         raise DatasetError(
-            f"Asked for {size} examples but the split has only {images.shape[0]}; "
-            "lower config.dataset.train_size / test_size or use -1 for all."
+            f"config.dataset.{field}={size} exceeds the {images.shape[0]} examples of the split; "
+            "lower it or use -1 for all."
         )
     return images[:size], labels[:size]
 

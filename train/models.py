@@ -8,7 +8,8 @@ loss they define can be bounded by AutoBound and differentiated twice.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp

@@ -152,6 +152,15 @@ def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfor
     return optax.with_extra_args_support(factory(learning_rate, config))
 
 
+def init_opt_state(tx: optax.GradientTransformation, params: optax.Params) -> optax.OptState:
+    """``tx.init(params)`` with weakly typed leaves made strong.
+
+    Some optax states (e.g. the line searches' ``info``) start weakly typed and come out of the
+    first update strongly typed; fixing the types at init keeps a jitted step to one compilation.
+    """
+    return jax.tree.map(lambda leaf: jnp.asarray(leaf, dtype=leaf.dtype), tx.init(params))
+
+
 def current_learning_rate(
     config: ml_collections.ConfigDict, opt_state: optax.OptState
 ) -> jax.Array | float | None:

@@ -28,10 +28,15 @@ import ml_collections
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from train import checkpoints, data, metrics, models, optimizers
+from train import checkpoints
+from train import data
+from train import metrics
+from train import models
+from train import optimizers
 
 DTYPES = ("float32", "float64")
 CONFIG_FILE = "config.json"
@@ -211,7 +216,7 @@ def _train_and_evaluate(
     state = shardings.replicate(
         {
             "params": params,
-            "opt_state": tx.init(params),
+            "opt_state": optimizers.init_opt_state(tx, params),
             "step": jnp.zeros((), jnp.int32),
             "rng": jax.random.key_data(data_key),
         }
