@@ -1,0 +1,431 @@
+"""Tests of the SafeRate optax transformation (DESIGN §4, issue 3)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+
+import optax_saferate as osr
+
+
+def _run(tx, loss, params, steps, jit=True, **update_kwargs):
+    state = tx.init(params)
+
+    def step(params, state):
+        value, grads = jax.value_and_grad(loss)(params)
+        updates, state = tx.update(
+            grads, state, params, value_fn=loss, value=value, **update_kwargs
+        )
+        return optax.apply_updates(params, updates), state, value
+
+    if jit:
+        step = jax.jit(step)
+    values = []
+    for _ in range(steps):
+        params, state, value = step(params, state)
+        values.append(float(value))
+    values.append(float(loss(params)))
+    return params, state, np.array(values)
+
+
+# --------------------------------------------------------------------------- optax contract
+
+
+def test_requires_value_fn_with_a_helpful_error():
+    tx = osr.saferate(optax.adam(1.0))
+    params = jnp.ones(3)
+    state = tx.init(params)
+    with pytest.raises(TypeError, match="value_fn"):
+        tx.update(jnp.ones(3), state, params)
+
+
+def test_accepts_and_ignores_unknown_extra_args():
+    loss = lambda p: jnp.sum(p**2)  # noqa: E731
+    tx = osr.saferate(optax.sgd(1.0))
+    params = jnp.ones(3)
+    state = tx.init(params)
+    updates, _ = tx.update(
+        jax.grad(loss)(params), state, params, value_fn=loss, some_unknown_arg=object(), grad=None
+    )
+    assert float(loss(params + updates)) < float(loss(params))
+
+
+def test_passes_extra_args_that_value_fn_accepts():
+    def loss(params, batch):
+        x, y = batch
+        return jnp.mean((x @ params - y) ** 2)
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (20, 3))
+    y = x @ jnp.array([1.0, -2.0, 0.5])
+    tx = osr.saferate(optax.adam(1.0))
+    params = jnp.zeros(3)
+    state = tx.init(params)
+    for _ in range(100):
+        grads = jax.grad(loss)(params, (x, y))
+        updates, state = tx.update(grads, state, params, value_fn=loss, batch=(x, y), ignored=1)
+        params = optax.apply_updates(params, updates)
+    assert float(loss(params, (x, y))) < 1e-2
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32, jnp.float64])
+def test_keeps_param_dtypes_and_fixed_state_dtypes(dtype):
+    with jax.enable_x64(True):
+        loss = lambda p: jnp.sum((p["w"].astype(jnp.float32) - 1.0) ** 2)  # noqa: E731
+        params = {"w": jnp.zeros(4, dtype)}
+        tx = osr.saferate(optax.adam(1.0))
+        state = tx.init(params)
+        before = jax.tree.map(lambda x: x.dtype, state)
+        grads = jax.grad(loss)(params)
+        updates, state = tx.update(grads, state, params, value_fn=loss)
+        assert updates["w"].dtype == dtype
+        assert jax.tree.map(lambda x: x.dtype, state) == before
+        assert float(loss(optax.apply_updates(params, updates))) < float(loss(params))
+
+
+def test_compiles_once():
+    traces = []
+
+    def loss(p):
+        traces.append(None)
+        return jnp.sum(jnp.tanh(p) ** 2)
+
+    tx = osr.saferate(optax.adam(1.0))
+    params = jnp.linspace(-1.0, 1.0, 5)
+    state = tx.init(params)
+
+    @jax.jit
+    def step(params, state):
+        updates, state = tx.update(jax.grad(loss)(params), state, params, value_fn=loss)
+        return optax.apply_updates(params, updates), state
+
+    params, state = step(params, state)
+    count = len(traces)
+    for _ in range(3):
+        params, state = step(params, state)
+    assert len(traces) == count
+
+
+def test_inject_hyperparams():
+    tx = optax.inject_hyperparams(osr.scale_by_saferate)(initial_max_learning_rate=0.25)
+    tx = optax.chain(optax.scale_by_adam(), tx)
+    loss = lambda p: jnp.sum((p - 2.0) ** 2)  # noqa: E731
+    _, state, values = _run(tx, loss, jnp.zeros(3), 30)
+    assert values[-1] < 1e-2 * values[0]
+    assert np.all(np.diff(values) <= 1e-6)
+
+
+def test_works_under_scan_and_apply_if_finite():
+    loss = lambda p: jnp.sum(jnp.logaddexp(0.0, -p))  # noqa: E731
+    tx = optax.apply_if_finite(osr.saferate(optax.adam(1.0)), max_consecutive_errors=3)
+    params = jnp.zeros(4)
+    state = tx.init(params)
+
+    def body(carry, _):
+        params, state = carry
+        updates, state = tx.update(jax.grad(loss)(params), state, params, value_fn=loss)
+        return (optax.apply_updates(params, updates), state), loss(params)
+
+    (params, state), values = jax.lax.scan(body, (params, state), length=20)
+    assert np.all(np.diff(np.asarray(values)) <= 1e-6)
+    assert float(loss(params)) < float(values[0])
+
+
+def test_multisteps_runs_every_micro_step():
+    loss = lambda p: jnp.sum((p - 1.0) ** 2)  # noqa: E731
+    tx = optax.MultiSteps(osr.saferate(optax.adam(1.0)), every_k_schedule=2)
+    _, _, values = _run(tx, loss, jnp.zeros(2), 20)
+    assert values[-1] < values[0]
+
+
+# --------------------------------------------------------------------------- convergence
+
+
+def test_converges_on_a_parabola():
+    loss = lambda p: jnp.sum(jnp.array([1.0, 10.0]) * (p - 3.0) ** 2)  # noqa: E731
+    _, _, values = _run(osr.saferate(optax.adam(1.0)), loss, jnp.zeros(2), 100)
+    assert values[-1] < 1e-4
+    assert np.all(np.diff(values) <= 1e-6 * values[0])
+
+
+def test_converges_on_rosenbrock():
+    def loss(p):
+        return (1.0 - p[0]) ** 2 + 100.0 * (p[1] - p[0] ** 2) ** 2
+
+    with jax.enable_x64():
+        _, _, values = _run(
+            osr.saferate(optax.adam(1.0)), loss, jnp.array([-1.0, 1.0], jnp.float64), 500
+        )
+    assert values[-1] < 1e-2 * values[0]
+    assert np.all(np.diff(values) <= 1e-12)
+
+
+def test_converges_on_a_matrix_problem():
+    key = jax.random.PRNGKey(3)
+    target = jax.random.normal(key, (6, 2)) @ jax.random.normal(jax.random.PRNGKey(4), (2, 5))
+    params = {
+        "a": 0.1 * jax.random.normal(jax.random.PRNGKey(5), (6, 2)),
+        "b": 0.1 * jax.random.normal(jax.random.PRNGKey(6), (2, 5)),
+    }
+    loss = lambda p: jnp.mean((p["a"] @ p["b"] - target) ** 2)  # noqa: E731
+    _, _, values = _run(osr.saferate(optax.adam(1.0)), loss, params, 300)
+    assert values[-1] < 1e-2 * values[0]
+    assert np.all(np.diff(values) <= 1e-5 * values[0])
+
+
+# --------------------------------------------------------------------------- step rule
+
+
+def test_uphill_directions_are_learned_once():
+    """``scale_by_adam()`` output points uphill: the first update flips the sign, no shrink."""
+    loss = lambda p: jnp.sum((p - 3.0) ** 2)  # noqa: E731
+    tx = optax.chain(optax.scale_by_adam(), osr.scale_by_saferate())
+    _, state, values = _run(tx, loss, jnp.zeros(2), 20)
+    inner = state[1]
+    assert float(inner.direction_sign) == -1.0
+    assert values[-1] < 1e-3
+
+
+def test_non_descent_direction_takes_no_step_and_keeps_the_trust_region():
+    loss = lambda p: jnp.sum(p**2)  # noqa: E731
+    tx = osr.scale_by_saferate(initial_max_learning_rate=0.5)
+    params = jnp.ones(3)
+    state = tx.init(params)
+    downhill = -jax.grad(loss)(params)
+    _, state = tx.update(downhill, state, params, value_fn=loss)  # decides the sign: +1
+    max_lr = float(state.max_learning_rate)
+    updates, state = tx.update(-downhill, state, params, value_fn=loss)  # uphill now
+    assert float(jnp.abs(updates).max()) == 0.0
+    assert float(state.learning_rate) == 0.0
+    assert float(state.max_learning_rate) == max_lr
+    assert int(state.refused_steps) == 1
+
+
+def test_non_finite_bound_takes_no_step_and_halves():
+    # log barrier: NaN for p <= 0, and an enormous first trust region.
+    loss = lambda p: -jnp.sum(jnp.log(p)) + jnp.sum(p)  # noqa: E731
+    tx = osr.saferate(optax.sgd(1.0), initial_max_learning_rate=1e6)
+    params, state, values = _run(tx, loss, jnp.array([0.1, 5.0, 0.01]), 100)
+    assert np.all(np.isfinite(np.asarray(params)))
+    assert np.all(np.isfinite(values))
+    assert np.all(np.diff(values) <= 1e-6 * np.abs(values[0]))
+    inner = state[1]
+    assert int(inner.halvings) > 0
+    assert values[-1] < values[0]
+
+
+def test_trust_region_doubles_when_step_uses_half_of_it():
+    loss = lambda p: jnp.sum((p - 100.0) ** 2)  # noqa: E731
+    tx = osr.scale_by_saferate(initial_max_learning_rate=1.0)
+    params = jnp.zeros(1)
+    state = tx.init(params)
+    direction = jnp.ones(1)  # downhill; the optimum is 100 away
+    _, state = tx.update(direction, state, params, value_fn=loss)
+    assert float(state.learning_rate) == 1.0
+    assert float(state.max_learning_rate) == 2.0
+
+
+def test_minimize_quadratic_bound_cases():
+    f = osr.minimize_quadratic_bound
+    assert float(f(-2.0, 1.0, 10.0)) == 1.0  # interior vertex
+    assert float(f(-2.0, 1.0, 0.5)) == 0.5  # clipped vertex
+    assert float(f(-1.0, -1.0, 3.0)) == 3.0  # concave: the far end
+    assert float(f(1.0, -0.1, 3.0)) == 0.0  # ascent over the whole range: stay
+
+
+# --------------------------------------------------------------------------- monotonicity
+
+
+def _mlp_problem(seed, depth, width, activation, loss_kind, dtype, n=64, d=6, classes=3):
+    key = jax.random.PRNGKey(seed)
+    keys = jax.random.split(key, depth + 3)
+    x = jax.random.normal(keys[0], (n, d), dtype)
+    labels = jax.random.randint(keys[1], (n,), 0, classes)
+    sizes = [d] + [width] * depth + [classes]
+    params = [
+        {"w": (jax.random.normal(k, (a, b)) / np.sqrt(a)).astype(dtype), "b": jnp.zeros(b, dtype)}
+        for k, a, b in zip(keys[2:], sizes, sizes[1:], strict=False)
+    ]
+    act = {"relu": jax.nn.relu, "tanh": jnp.tanh, "softplus": jax.nn.softplus}[activation]
+
+    def loss(params):
+        h = x
+        for i, layer in enumerate(params):
+            h = h @ layer["w"] + layer["b"]
+            if i < len(params) - 1:
+                h = act(h)
+        if loss_kind == "ce":
+            return optax.softmax_cross_entropy_with_integer_labels(h, labels).mean()
+        return jnp.mean((h - jax.nn.one_hot(labels, classes, dtype=dtype)) ** 2)
+
+    return loss, params
+
+
+def _cnn_problem(seed, activation, dtype):
+    key = jax.random.PRNGKey(seed)
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+    x = jax.random.normal(k1, (16, 8, 8, 1), dtype)
+    labels = jax.random.randint(k2, (16,), 0, 3)
+    params = {
+        "conv": (0.5 * jax.random.normal(k3, (3, 3, 1, 4))).astype(dtype),
+        "dense": (0.2 * jax.random.normal(k4, (64, 3))).astype(dtype),
+    }
+    act = {"relu": jax.nn.relu, "tanh": jnp.tanh, "softplus": jax.nn.softplus}[activation]
+
+    def loss(params):
+        h = jax.lax.conv_general_dilated(
+            x, params["conv"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        h = act(h)
+        h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+        logits = h.reshape(h.shape[0], -1) @ params["dense"]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    return loss, params
+
+
+@settings(max_examples=6, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    depth=st.integers(1, 2),
+    width=st.sampled_from([4, 8]),
+    activation=st.sampled_from(["relu", "tanh", "softplus"]),
+    loss_kind=st.sampled_from(["ce", "mse"]),
+    double=st.booleans(),
+)
+def test_full_batch_loss_never_increases_exactly_with_verification(
+    seed, depth, width, activation, loss_kind, double
+):
+    dtype = jnp.float64 if double else jnp.float32
+    with jax.enable_x64(double):
+        loss, params = _mlp_problem(seed, depth, width, activation, loss_kind, dtype)
+        tx = osr.saferate(optax.adam(1.0), verify_decrease=True)
+        _, _, values = _run(tx, loss, params, 50)
+    assert np.all(np.diff(values) <= 0.0)
+
+
+@settings(max_examples=6, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    activation=st.sampled_from(["relu", "tanh", "softplus"]),
+    cnn=st.booleans(),
+    double=st.booleans(),
+)
+def test_full_batch_loss_never_increases_beyond_rounding(seed, activation, cnn, double):
+    dtype = jnp.float64 if double else jnp.float32
+    with jax.enable_x64(double):
+        if cnn:
+            loss, params = _cnn_problem(seed, activation, dtype)
+        else:
+            loss, params = _mlp_problem(seed, 2, 8, activation, "ce", dtype)
+        _, _, values = _run(osr.saferate(optax.adam(1.0)), loss, params, 50)
+    rounding = 8 * np.finfo(np.dtype(dtype)).eps * np.abs(values[:-1])
+    assert np.all(np.diff(values) <= rounding)
+    assert values[-1] < values[0]
+
+
+# --------------------------------------------------------------------------- flax nnx
+
+
+class _Net(nnx.Module):
+    def __init__(self, rngs):
+        self.hidden = nnx.Linear(5, 16, rngs=rngs)
+        self.out = nnx.Linear(16, 3, rngs=rngs)
+
+    def __call__(self, x):
+        return self.out(jax.nn.relu(self.hidden(x)))
+
+
+def test_nnx_optimizer_end_to_end():
+    model = _Net(nnx.Rngs(0))
+    x = jax.random.normal(jax.random.PRNGKey(1), (40, 5))
+    labels = jax.random.randint(jax.random.PRNGKey(2), (40,), 0, 3)
+    batch = (x, labels)
+
+    def loss_fn(model, batch):
+        inputs, targets = batch
+        return optax.softmax_cross_entropy_with_integer_labels(model(inputs), targets).mean()
+
+    optimizer = nnx.Optimizer(model, osr.saferate(optax.adam(1.0)), wrt=nnx.Param)
+
+    @nnx.jit
+    def train_step(model, optimizer, batch):
+        loss, grads = nnx.value_and_grad(loss_fn)(model, batch)
+        value_fn = osr.nnx.make_value_fn(model, loss_fn)
+        optimizer.update(model, grads, value_fn=value_fn, batch=batch)
+        return loss
+
+    losses = [float(train_step(model, optimizer, batch)) for _ in range(40)]
+    assert losses[-1] < 0.7 * losses[0]
+    assert np.all(np.diff(losses) <= 1e-6)
+    assert float(optax.tree.get(optimizer.opt_state, "learning_rate")) > 0
+
+
+def test_state_fields_are_readable_with_optax_tree_get():
+    tx = osr.saferate(optax.adam(1.0), initial_max_learning_rate=0.5)
+    state = tx.init({"w": jnp.ones(2)})
+    assert float(optax.tree.get(state, "max_learning_rate")) == 0.5
+    assert float(optax.tree.get(state, "learning_rate")) == 0.0
+
+
+# --------------------------------------------------------------------------- sharding
+
+
+def test_sharded_params_on_four_devices():
+    script = textwrap.dedent(
+        """
+        import jax, jax.numpy as jnp, numpy as np, optax
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+        import optax_saferate as osr
+        mesh = Mesh(np.array(jax.devices()), ("model",))
+        x = jax.random.normal(jax.random.PRNGKey(0), (32, 8))
+        y = jnp.sin(x).sum(axis=1, keepdims=True)
+        def loss(p):
+            return jnp.mean((jnp.tanh(x @ p["w1"]) @ p["w2"] - y) ** 2)
+        params = {"w1": 0.3 * jax.random.normal(jax.random.PRNGKey(1), (8, 16)),
+                  "w2": 0.3 * jax.random.normal(jax.random.PRNGKey(2), (16, 1))}
+        tx = osr.saferate(optax.adam(1.0))
+        def run(params):
+            state = tx.init(params)
+            @jax.jit
+            def step(params, state):
+                g = jax.grad(loss)(params)
+                u, state = tx.update(g, state, params, value_fn=loss)
+                return optax.apply_updates(params, u), state
+            for _ in range(10):
+                params, state = step(params, state)
+            return params
+        plain = run(params)
+        sharded = jax.device_put(params, {"w1": NamedSharding(mesh, P(None, "model")),
+                                          "w2": NamedSharding(mesh, P("model", None))})
+        out = run(sharded)
+        assert len(out["w1"].sharding.device_set) == 4
+        np.testing.assert_allclose(out["w1"], plain["w1"], rtol=1e-4, atol=1e-5)
+        print("ok")
+        """
+    )
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("ok")
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    for name in ("optax_saferate.saferate", "optax_saferate.nnx"):
+        result = doctest.testmod(sys.modules[name], optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0 and result.attempted > 0, name
