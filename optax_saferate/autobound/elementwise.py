@@ -249,30 +249,51 @@ def function_range(spec: ElementwiseFunction, r: Interval) -> Interval:
 # --------------------------------------------------------------------------- the catalogue
 
 
-def _sin_range(lo: Array, hi: Array) -> Interval:
-    """Exact range of ``sin`` over ``[lo, hi]``."""
+def _quarter_turn(quarter_turns: int, x: Array) -> Array:
+    """``sin(x + quarter_turns·π/2)`` as ``±sin(x)`` or ``±cos(x)``.
+
+    Adding ``π/2`` to ``x`` first would cost an absolute error of ``eps·|x|``, which is large
+    relative to the value near its zeros (``cos`` near ``±π/2``).
+    """
+    n = quarter_turns % 4
+    if n == 0:
+        return jnp.sin(x)
+    if n == 1:
+        return jnp.cos(x)
+    if n == 2:
+        return -jnp.sin(x)
+    return -jnp.cos(x)
+
+
+def _sin_range(lo: Array, hi: Array, quarter_turns: int = 0) -> Interval:
+    """Exact range of ``sin(x + quarter_turns·π/2)`` over ``[lo, hi]``.
+
+    The extrema are located with the shifted arguments (a misjudged extremum within rounding of
+    an end changes the result by ``O(eps²)``, sin being flat there); the end values are computed
+    without the shift.
+    """
+    shift = quarter_turns * jnp.pi / 2
     two_pi = 2 * jnp.pi
-    first_max = jnp.ceil((lo - jnp.pi / 2) / two_pi) * two_pi + jnp.pi / 2
-    first_min = jnp.ceil((lo + jnp.pi / 2) / two_pi) * two_pi - jnp.pi / 2
-    at = jnp.sin(lo), jnp.sin(hi)
-    low = jnp.where(first_min <= hi, -1.0, jnp.minimum(*at))
-    high = jnp.where(first_max <= hi, 1.0, jnp.maximum(*at))
+    first_max = jnp.ceil((lo + shift - jnp.pi / 2) / two_pi) * two_pi + jnp.pi / 2
+    first_min = jnp.ceil((lo + shift + jnp.pi / 2) / two_pi) * two_pi - jnp.pi / 2
+    at = _quarter_turn(quarter_turns, lo), _quarter_turn(quarter_turns, hi)
+    low = jnp.where(first_min <= hi + shift, -1.0, jnp.minimum(*at))
+    high = jnp.where(first_max <= hi + shift, 1.0, jnp.maximum(*at))
     return Interval(low.astype(at[0].dtype), high.astype(at[0].dtype))
 
 
-def _shifted_sine(phase: float):
-    """``σ^(j)(x) = sin(x + phase + j·π/2)`` for sin (phase 0) and cos (phase π/2)."""
+def _shifted_sine(phase_quarter_turns: int):
+    """``σ^(j)(x) = sin(x + (q + j)·π/2)`` for sin (``q = 0``) and cos (``q = 1``)."""
 
     def derivative(order, x):
-        return jnp.sin(x + (phase + order * jnp.pi / 2))
+        return _quarter_turn(phase_quarter_turns + order, x)
 
     def derivative_range(order, lo, hi):
-        shift = phase + order * jnp.pi / 2
-        return _sin_range(lo + shift, hi + shift)
+        return _sin_range(lo, hi, phase_quarter_turns + order)
 
     def monotone(order, lo, hi):
         # sin is monotone between consecutive points π/2 + nπ.
-        shift = phase + order * jnp.pi / 2
+        shift = (phase_quarter_turns + order) * jnp.pi / 2
         first = jnp.ceil((lo + shift - jnp.pi / 2) / jnp.pi) * jnp.pi + jnp.pi / 2
         return ~(first < hi + shift)
 
@@ -378,8 +399,8 @@ def _softplus_points(order):
     return _SIGMOID_POINTS[order - 1] if order - 1 < len(_SIGMOID_POINTS) else None
 
 
-_sin_parts = _shifted_sine(0.0)
-_cos_parts = _shifted_sine(math.pi / 2)
+_sin_parts = _shifted_sine(0)
+_cos_parts = _shifted_sine(1)
 
 EXP = ElementwiseFunction("exp", jnp.exp, no_critical_points, derivative=_exp_derivative)
 LOG = ElementwiseFunction(
@@ -479,7 +500,9 @@ def relu_taylor_and_remainder(u0: Array, r: Interval, degree: int) -> tuple[list
         far = jnp.minimum(far, magnitude / (degree - 1))
     g = far / (far + safe_magnitude) ** degree
     negative_sign = positive if degree % 2 == 1 else jnp.zeros_like(positive)
-    s = Interval(jnp.where(negative_sign, -g, zero), jnp.where(negative_sign, zero, g))
+    # R_k(v) = d_k + (the deviation above); d_k is 0 except for k = 1, where it is the slope.
+    d_k = coefficients[degree]
+    s = Interval(d_k + jnp.where(negative_sign, -g, zero), d_k + jnp.where(negative_sign, zero, g))
     return coefficients[: degree + 1], s
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 
 from optax_saferate.autobound import intervals
@@ -201,8 +202,23 @@ def negate(a: TaylorEnclosure) -> TaylorEnclosure:
     return TaylorEnclosure(tuple(-c for c in a.coefficients), remainder)
 
 
+def known_zero(x) -> bool:
+    """Whether ``x`` is a concrete (NumPy) array of zeros, known while tracing.
+
+    The input enclosure of a reference point that is concretely 0 (SafeRate's ``η = 0``) has such
+    a constant term. Keeping it structural means ``params + 0·u`` is emitted as ``params`` itself,
+    so XLA can share the first layer's matmul with the loss and gradient in the same ``jit``.
+    """
+    return isinstance(x, np.ndarray) and not x.any()
+
+
 def add_constant(a: TaylorEnclosure, c: Array) -> TaylorEnclosure:
-    first = a.coefficients[0] + c
+    first = a.coefficients[0]
+    if known_zero(first):
+        shape = jnp.broadcast_shapes(jnp.shape(first), jnp.shape(c))
+        first = jnp.broadcast_to(c, shape)
+    else:
+        first = first + c
     shape = jnp.shape(first)
     rest = tuple(jnp.broadcast_to(x, shape) for x in a.coefficients[1:])
     remainder = a.remainder
@@ -216,7 +232,14 @@ def add_constant(a: TaylorEnclosure, c: Array) -> TaylorEnclosure:
 def scale(a: TaylorEnclosure, c: Array) -> TaylorEnclosure:
     """``c · u`` for a constant array ``c`` (broadcasting)."""
     remainder = None if a.remainder is None else intervals.scale(a.remainder, c)
-    return TaylorEnclosure(tuple(x * c for x in a.coefficients), remainder)
+    return TaylorEnclosure(tuple(_times(x, c) for x in a.coefficients), remainder)
+
+
+def _times(x, c):
+    if known_zero(x):
+        dtype = jnp.result_type(x, c)
+        return np.zeros(jnp.broadcast_shapes(jnp.shape(x), jnp.shape(c)), dtype)
+    return x * c
 
 
 def map_monotone(fn: Callable[[Array], Array], a: TaylorEnclosure) -> TaylorEnclosure:

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 from jax.extend import core as jcore
 from jax.extend.core import primitives as P
@@ -109,6 +110,7 @@ def taylor_bounds(
         raise ValueError(f"max_degree must be an integer >= 1, got {max_degree!r}")
 
     def bound(x0, trust_region) -> TaylorBounds:
+        known_zero = isinstance(x0, (int, float, np.ndarray, np.generic)) and not np.any(x0)
         x0 = jnp.asarray(x0)
         if not jnp.issubdtype(x0.dtype, jnp.floating):
             x0 = x0.astype(jnp.result_type(float))
@@ -128,7 +130,10 @@ def taylor_bounds(
             _run(closed, x0, Context(t, 0), functools.partial(_record, recorded))
             known_ranges = functools.partial(_replay, iter(recorded))
         ctx = Context(t, max_degree)
-        out, env = _run(closed, x0, ctx, known_ranges)
+        reference = x0
+        if known_zero:
+            reference = np.zeros((), x0.dtype)  # a known zero stays structural (see _run)
+        out, env = _run(closed, reference, ctx, known_ranges)
         return TaylorBounds(_coefficients(out, ctx, env, closed.out_avals[0]), x0, (a, b))
 
     return bound
@@ -150,6 +155,8 @@ def _replay(iterator, ctx, value):
 def _run(closed, x0, ctx, known_ranges):
     if ctx.degree == 0:
         x = TaylorEnclosure((), Interval(x0 + ctx.trust_region.lo, x0 + ctx.trust_region.hi))
+    elif isinstance(x0, np.ndarray):
+        x = enclosures.exact(x0, np.ones_like(x0))
     else:
         x = enclosures.exact(x0, jnp.ones_like(x0))
     env = rules.Environment(None, known_ranges)

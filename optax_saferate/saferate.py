@@ -1,0 +1,276 @@
+"""SafeRate: the step size that minimises an automatically derived upper bound of the loss.
+
+Given the base optimizer's update ``u`` (its direction at learning rate 1), SafeRate bounds
+``h(η) = L(params + η·u)`` over ``η ∈ [0, η_max]`` with AutoBound,
+
+    h(η) <= h(0) + c1·η + c2_hi·η²,
+
+and takes the ``η`` that minimises the right side. Since the bound equals ``h(0)`` at ``η = 0``,
+the loss that ``value_fn`` computes can never go up (DESIGN §4).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import Array
+
+from optax_saferate.autobound import taylor_bounds
+
+
+class SafeRateState(NamedTuple):
+    """State of :func:`scale_by_saferate`; every field is a scalar of a dtype fixed at ``init``.
+
+    Attributes:
+      learning_rate: the step size ``η`` taken by the last update (0 before the first).
+      max_learning_rate: the trust region ``η_max`` for the next update.
+      value: the loss ``h(0)`` at the last update's starting point.
+      slope: the derivative ``c1 = h'(0)`` along the direction.
+      curvature_lo: the lower end of the degree-2 remainder interval ``[c2_lo, c2_hi]``.
+      curvature_hi: the upper end; the step minimises ``c1·η + c2_hi·η²``.
+      predicted_decrease: ``-(c1·η + c2_hi·η²) >= 0``, the guaranteed decrease of the last step.
+      count: the number of updates so far.
+      refused_steps: updates that took no step (non-finite bound, no descent, or failed
+        verification).
+      halvings: updates that halved the trust region.
+      direction_sign: ``+1`` when the incoming updates point downhill (optax's convention after
+        ``scale_by_learning_rate``), ``-1`` when they point uphill (e.g. straight out of
+        ``optax.scale_by_adam()``), ``0`` until the first update with a nonzero slope decides.
+    """
+
+    learning_rate: Array
+    max_learning_rate: Array
+    value: Array
+    slope: Array
+    curvature_lo: Array
+    curvature_hi: Array
+    predicted_decrease: Array
+    count: Array
+    refused_steps: Array
+    halvings: Array
+    direction_sign: Array
+
+
+def _scalar_dtype(params) -> jnp.dtype:
+    """The dtype for ``η`` and the bound: the widest float in ``params``, at least float32."""
+    dtypes = [jnp.result_type(x) for x in jax.tree.leaves(params)]
+    dtypes = [d for d in dtypes if jnp.issubdtype(d, jnp.floating)]
+    if not dtypes:
+        raise ValueError("scale_by_saferate needs floating-point params")
+    return jnp.promote_types(jnp.result_type(*dtypes), jnp.float32)
+
+
+def _accepted_arguments(fn: Callable, extra_args: dict[str, Any]) -> dict[str, Any]:
+    """The extra arguments whose names ``fn`` accepts (all of them if it takes ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return {}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return dict(extra_args)
+    names = {
+        name
+        for name, p in list(parameters.items())[1:]
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    return {k: v for k, v in extra_args.items() if k in names}
+
+
+def minimize_quadratic_bound(slope: Array, curvature: Array, max_step: Array) -> Array:
+    """``argmin_{η ∈ [0, max_step]} slope·η + curvature·η²`` (closed form).
+
+    The vertex clipped to the interval when ``curvature > 0``; otherwise the better endpoint.
+    """
+    safe = jnp.where(curvature > 0, curvature, 1.0)
+    vertex = jnp.clip(-slope / (2 * safe), 0, max_step)
+    at_end = slope * max_step + curvature * max_step**2
+    endpoint = jnp.where(at_end < 0, max_step, jnp.zeros_like(max_step))
+    return jnp.where(curvature > 0, vertex, endpoint)
+
+
+def scale_by_saferate(
+    initial_max_learning_rate: float = 1.0,
+    verify_decrease: bool = False,
+    min_max_learning_rate: float = 0.0,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Scale the incoming direction by the step size that minimises a bound of the loss.
+
+    The incoming ``updates`` are a direction ``u``: a base optimizer's update at learning rate 1.
+    With ``h(η) = value_fn(params + η·s·u)``, AutoBound gives
+    ``h(η) <= h(0) + c1·η + c2_hi·η²`` on ``[0, η_max]``; the step is the minimiser ``η`` of that
+    quadratic, and the output is ``η·s·u``.
+
+    The sign ``s`` follows the direction's convention, learned once on the first update with a
+    nonzero slope: ``s = +1`` for directions that already point downhill (``optax.adam(1.0)``,
+    ``optax.sgd(1.0)``; what :func:`saferate` chains), ``s = -1`` for uphill ones (the output of
+    ``optax.scale_by_adam()`` before any ``scale_by_learning_rate``). SafeRate first assumes
+    ``+1``; if that first direction points uphill, that update takes no step and flips ``s``.
+
+    * If ``c1`` or ``c2_hi`` is not finite, no step is taken and ``η_max`` halves.
+    * If ``c1 >= 0`` (``s·u`` is not a descent direction), no step is taken and ``η_max`` stays.
+    * Otherwise ``η_max`` doubles when ``η >= η_max / 2`` and halves when not.
+
+    **Guarantee.** ``value_fn(params + η·s·u) <= value_fn(params)``. With the full training set
+    in ``value_fn`` (full batch), the training loss never increases, up to floating-point
+    rounding; ``verify_decrease=True`` evaluates the loss at the new point (one more forward
+    pass) and refuses the step if it went up, which makes the decrease exact. With mini-batches
+    the guarantee covers only the batch ``value_fn`` sees at that step, not the whole training
+    loss. Under ``optax.MultiSteps`` the update runs on every micro-batch, so each bound is for
+    that micro-batch's loss and the accumulated step has no guarantee.
+
+    Args:
+      initial_max_learning_rate: the first trust region ``η_max``.
+      verify_decrease: check the new loss and refuse a step that increased it (a Python bool;
+        with ``optax.inject_hyperparams`` list it in ``static_args``).
+      min_max_learning_rate: a floor for ``η_max`` (0 lets it shrink freely).
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``. Its ``update(updates, state, params, *,
+      value_fn, value=None, **extra_args)`` requires ``params`` and ``value_fn(params, ...)``,
+      the scalar loss; extra arguments whose names ``value_fn`` accepts (for example ``batch``)
+      are passed on to it, the others are ignored.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> import optax_saferate as osr
+      >>> loss = lambda p: jnp.sum((p - 3.0) ** 2)
+      >>> tx = optax.chain(optax.scale_by_adam(), osr.scale_by_saferate())  # uphill input
+      >>> params = jnp.zeros(2)
+      >>> state = tx.init(params)
+      >>> for _ in range(20):
+      ...     grads = jax.grad(loss)(params)
+      ...     updates, state = tx.update(grads, state, params, value_fn=loss)
+      ...     params = optax.apply_updates(params, updates)
+      >>> bool(loss(params) < 1e-3)
+      True
+
+    References:
+      Streeter & Dillon, "Automatically Bounding the Taylor Remainder Series", arXiv:2212.11429;
+      "Universal Majorization-Minimization Algorithms", arXiv:2308.00190.
+    """
+
+    def init_fn(params) -> SafeRateState:
+        dtype = _scalar_dtype(params)
+        zero = jnp.zeros((), dtype)
+        count = jnp.zeros((), jnp.int32)
+        return SafeRateState(
+            learning_rate=zero,
+            max_learning_rate=jnp.asarray(initial_max_learning_rate, dtype),
+            value=zero,
+            slope=zero,
+            curvature_lo=zero,
+            curvature_hi=zero,
+            predicted_decrease=zero,
+            count=count,
+            refused_steps=count,
+            halvings=count,
+            direction_sign=zero,
+        )
+
+    def update_fn(
+        updates, state: SafeRateState, params=None, *, value_fn=None, value=None, **extra_args
+    ):
+        del value  # h(0) comes out of the bound pass for free
+        if value_fn is None:
+            raise TypeError(
+                "scale_by_saferate.update needs the loss: pass value_fn=lambda params: loss, "
+                "e.g. tx.update(grads, state, params, value_fn=loss_fn)"
+            )
+        if params is None:
+            raise ValueError("scale_by_saferate.update needs params (the point the step starts at)")
+        dtype = state.max_learning_rate.dtype
+        fn_kwargs = _accepted_arguments(value_fn, extra_args)
+
+        sign = jnp.where(state.direction_sign == 0, 1.0, state.direction_sign).astype(dtype)
+
+        def along_direction(eta):
+            step = eta * sign
+            moved = jax.tree.map(lambda p, u: p + step * u, params, updates)
+            return jnp.asarray(value_fn(moved, **fn_kwargs), dtype)
+
+        max_lr = state.max_learning_rate
+        zero = jnp.zeros((), dtype)
+        # A NumPy zero is known while tracing: the bound pass then starts from `params` itself
+        # and XLA shares its first matmul with the gradient computation.
+        bounds = taylor_bounds(along_direction, 2)(np.zeros((), dtype), (zero, max_lr))
+        h0, slope, (curvature_lo, curvature_hi) = bounds.coefficients
+        finite = jnp.isfinite(h0) & jnp.isfinite(slope) & jnp.isfinite(curvature_hi)
+        descent = finite & (slope < 0)
+        eta = minimize_quadratic_bound(slope, curvature_hi, max_lr)
+        eta = jnp.where(descent, eta, zero)
+        if verify_decrease:
+            new_value = along_direction(eta)
+            eta = jnp.where(new_value <= h0, eta, zero)
+        took_step = eta > 0
+        grow = took_step & (eta >= max_lr / 2)
+        keep = jnp.isfinite(slope) & (slope >= 0)  # no descent along u: not the region's fault
+        new_max = jnp.where(grow, 2 * max_lr, jnp.where(keep, max_lr, max_lr / 2))
+        new_max = jnp.maximum(new_max, jnp.asarray(min_max_learning_rate, dtype))
+        predicted = jnp.where(took_step, -(slope * eta + curvature_hi * eta**2), zero)
+        undecided = state.direction_sign == 0
+        decided_sign = jnp.where(slope > 0, -sign, sign)
+        direction_sign = jnp.where(
+            undecided & jnp.isfinite(slope) & (slope != 0), decided_sign, state.direction_sign
+        )
+        step = eta * sign
+        scaled = jax.tree.map(lambda u: (step * u).astype(jnp.result_type(u)), updates)
+        new_state = SafeRateState(
+            learning_rate=eta,
+            max_learning_rate=new_max.astype(dtype),
+            value=jnp.where(jnp.isfinite(h0), h0, zero),
+            slope=jnp.where(jnp.isfinite(slope), slope, zero),
+            curvature_lo=curvature_lo,
+            curvature_hi=curvature_hi,
+            predicted_decrease=predicted,
+            count=state.count + 1,
+            refused_steps=state.refused_steps + (~took_step).astype(jnp.int32),
+            halvings=state.halvings + (new_max < max_lr).astype(jnp.int32),
+            direction_sign=direction_sign.astype(dtype),
+        )
+        return scaled, new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def saferate(
+    base_optimizer: optax.GradientTransformation,
+    initial_max_learning_rate: float = 1.0,
+    verify_decrease: bool = False,
+    min_max_learning_rate: float = 0.0,
+) -> optax.GradientTransformationExtraArgs:
+    """``optax.chain(base_optimizer, scale_by_saferate(...))``.
+
+    Build the base optimizer with learning rate 1 (``optax.adam(1.0)``, ``optax.sgd(1.0)``): its
+    update is then the direction, and SafeRate picks the step size along it. optax updates are
+    already negative (downhill) directions; SafeRate keeps that sign convention.
+
+    Args:
+      base_optimizer: any optax transformation producing the direction.
+      initial_max_learning_rate: see :func:`scale_by_saferate`.
+      verify_decrease: see :func:`scale_by_saferate`.
+      min_max_learning_rate: see :func:`scale_by_saferate`.
+
+    Returns:
+      The chained transformation; call ``update(grads, state, params, value_fn=loss_fn)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, optax
+      >>> import optax_saferate as osr
+      >>> loss = lambda p: jnp.sum(jnp.log1p(jnp.exp(-p)))
+      >>> tx = osr.saferate(optax.adam(1.0))
+      >>> params = jnp.zeros(3)
+      >>> state = tx.init(params)
+      >>> updates, state = tx.update(jax.grad(loss)(params), state, params, value_fn=loss)
+      >>> bool(loss(optax.apply_updates(params, updates)) < loss(params))
+      True
+    """
+    return optax.chain(
+        base_optimizer,
+        scale_by_saferate(initial_max_learning_rate, verify_decrease, min_max_learning_rate),
+    )
