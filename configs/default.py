@@ -14,10 +14,10 @@ def get_config() -> ml_collections.ConfigDict:
     """The default config; the other files in configs/ start from it."""
     config = ml_collections.ConfigDict()
     config.seed = 0  # Seeds the parameter initialisation and the order of mini-batches.
-    config.num_steps = 400  # Optimizer steps (updates) to train for.
-    config.eval_every_steps = 50  # Test-set evaluation period; 0: only after the last step.
+    config.num_steps = 1000  # Optimizer steps (updates) to train for.
+    config.eval_every_steps = 100  # Test-set evaluation period; 0: only after the last step.
     config.log_every_steps = 1  # metrics.jsonl row period (evaluation steps always log).
-    config.checkpoint_every_steps = 100  # Checkpoint period; 0: no checkpoints, no resuming.
+    config.checkpoint_every_steps = 250  # Checkpoint period; 0: no checkpoints, no resuming.
     config.max_checkpoints_to_keep = 2  # Older checkpoints are deleted.
     config.dtype = "float32"  # Parameter and data dtype: float32 or float64.
     config.progress_bar = True  # Show a progress bar with loss, learning rate and accuracy.

@@ -20,7 +20,7 @@ def _strict_rank_promotion():
 def test_mlp_every_activation(activation):
     config = small_config(model__activation=activation, model__hidden_sizes=(8, 6)).model
     model = models.build_model(config, (4, 4, 1), 3, dtype=jnp.float32, rngs=nnx.Rngs(0))
-    logits = model(jnp.ones((5, 4, 4, 1)))
+    logits = jax.jit(lambda inputs: model(inputs))(jnp.ones((5, 4, 4, 1)))
     assert logits.shape == (5, 3)
     assert bool(jnp.all(jnp.isfinite(logits)))
     kernels = [layer.kernel[...].shape for layer in model.layers]
@@ -33,7 +33,7 @@ def test_cnn_shapes_and_pooling(pooling):
         model__name="cnn", model__conv_features=(3, 5), model__pooling=pooling
     ).model
     model = models.build_model(config, (12, 8, 2), 4, dtype=jnp.float32, rngs=nnx.Rngs(1))
-    assert model(jnp.ones((2, 12, 8, 2))).shape == (2, 4)
+    assert jax.jit(lambda inputs: model(inputs))(jnp.ones((2, 12, 8, 2))).shape == (2, 4)
     # Two 2x2 poolings: 12x8 -> 3x2 with 5 channels into the head.
     assert model.head.layers[0].kernel[...].shape == (3 * 2 * 5, 8)
 

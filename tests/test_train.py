@@ -127,14 +127,15 @@ def test_missing_tfds_dataset_says_how_to_prepare(tmp_path):
         train_and_evaluate(config, tmp_path / "run")
 
 
-_MULTI_DEVICE_RUN = """
+_MULTI_DEVICE_RUNS = """
 import json
 import jax
 from train_testing import small_config
 from train.train import train_and_evaluate
 assert jax.device_count() == 4, jax.devices()
-config = small_config(dataset__batch_size={batch_size}, num_steps=4, eval_every_steps=2)
-train_and_evaluate(config, {workdir!r})
+for batch_size in (-1, 64):
+    config = small_config(dataset__batch_size=batch_size, num_steps=4, eval_every_steps=2)
+    train_and_evaluate(config, {workdir!r} + str(batch_size))
 try:
     train_and_evaluate(small_config(dataset__train_size=250), {workdir!r} + "-odd")
 except ValueError as error:
@@ -142,23 +143,22 @@ except ValueError as error:
 """
 
 
-@pytest.mark.parametrize("batch_size", [-1, 64])
-def test_four_devices_match_one_device(tmp_path, batch_size):
-    sharded_dir, single_dir = tmp_path / "sharded", tmp_path / "single"
-    code = _MULTI_DEVICE_RUN.format(batch_size=batch_size, workdir=str(sharded_dir))
-    output = run_python(code, devices=4).stdout
-    assert "split evenly over 4 devices" in json.loads(output.strip().splitlines()[-1])
-    config = small_config(dataset__batch_size=batch_size, num_steps=4, eval_every_steps=2)
-    train_and_evaluate(config, single_dir)
-    sharded_rows, single_rows = rows_without_time(sharded_dir), rows_without_time(single_dir)
-    assert [row.keys() for row in sharded_rows] == [row.keys() for row in single_rows]
-    for sharded, single in zip(sharded_rows, single_rows, strict=True):
-        for key, value in single.items():
-            assert sharded[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
-    sharded_params = final_state(sharded_dir)["params"]
-    single_params = final_state(single_dir)["params"]
-    jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-        sharded_params,
-        single_params,
-    )
+def test_four_devices_match_one_device(tmp_path):
+    # Full batch and mini-batches of 64, sharded over 4 fake CPU devices in a subprocess.
+    output = run_python(_MULTI_DEVICE_RUNS.format(workdir=str(tmp_path / "sharded")), devices=4)
+    assert "split evenly over 4 devices" in json.loads(output.stdout.strip().splitlines()[-1])
+    for batch_size in (-1, 64):
+        sharded_dir = tmp_path / f"sharded{batch_size}"
+        single_dir = tmp_path / f"single{batch_size}"
+        config = small_config(dataset__batch_size=batch_size, num_steps=4, eval_every_steps=2)
+        train_and_evaluate(config, single_dir)
+        sharded_rows, single_rows = rows_without_time(sharded_dir), rows_without_time(single_dir)
+        assert [row.keys() for row in sharded_rows] == [row.keys() for row in single_rows]
+        for sharded, single in zip(sharded_rows, single_rows, strict=True):
+            for key, value in single.items():
+                assert sharded[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+            final_state(sharded_dir)["params"],
+            final_state(single_dir)["params"],
+        )
