@@ -1,0 +1,241 @@
+"""Cost of a SafeRate(Adam) step against a plain Adam step (issue 6, DESIGN §4.4).
+
+For each model, both steps are whole jitted training steps (``value_and_grad`` + the optimizer
+update) on the same full batch. Printed as a Markdown table of ratios measured in one run:
+
+* step time: median over ``--repeats`` interleaved runs, ``block_until_ready`` after each;
+* XLA temporary memory: ``compiled.memory_analysis().temp_size_in_bytes``;
+* compile time: ``jit(...).lower(...).compile()`` wall time;
+* traces: how many times the SafeRate step's Python body ran over all the calls (must be 1);
+* the bound pass alone (``taylor_bounds`` of ``h(η) = loss(params + η·u)``) over
+  ``value_and_grad``, on the softplus + squared-error MLP the public ``autobound`` handles.
+
+Usage:
+  python benchmarks/step_time.py                  # full sizes (a few minutes on 2 CPU cores)
+  python benchmarks/step_time.py --quick          # small sizes, seconds
+  python benchmarks/step_time.py --data ../shared/data/fashion-mnist   # real images (IDX)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import optax_saferate as osr
+from optax_saferate import autobound as ab
+
+
+def load_images(directory: str | None, count: int, seed: int = 0):
+    """``count`` Fashion-MNIST training images in [0, 1] (random pixels if there is no data)."""
+    if directory and Path(directory).exists():
+        from train import data as train_data
+
+        raw = train_data.load_idx_directory(directory)
+        images = raw.train_images[:count].astype(np.float32) / 255.0
+        labels = raw.train_labels[:count].astype(np.int32)
+        return images.reshape(len(images), 28, 28, 1), labels, "Fashion-MNIST"
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(size=(count, 28, 28, 1)).astype(np.float32)
+    labels = rng.integers(0, 10, size=count).astype(np.int32)
+    return images, labels, "random pixels"
+
+
+def _dense(key, n_in, n_out):
+    return {"w": jax.random.normal(key, (n_in, n_out)) * np.sqrt(2.0 / n_in), "b": jnp.zeros(n_out)}
+
+
+def mlp(widths, activation, loss_kind, images, labels):
+    x = jnp.asarray(images.reshape(len(images), -1))
+    y = jnp.asarray(labels)
+    sizes = [x.shape[1], *widths, 10]
+    keys = jax.random.split(jax.random.PRNGKey(0), len(sizes) - 1)
+    params = [_dense(k, a, b) for k, a, b in zip(keys, sizes, sizes[1:], strict=False)]
+
+    def loss(params):
+        h = x
+        for i, layer in enumerate(params):
+            h = h @ layer["w"] + layer["b"]
+            if i < len(params) - 1:
+                h = activation(h)
+        if loss_kind == "ce":
+            return optax.softmax_cross_entropy_with_integer_labels(h, y).mean()
+        return jnp.mean((h - jax.nn.one_hot(y, 10)) ** 2)
+
+    return loss, params
+
+
+def cnn(images, labels):
+    """Two 3x3 conv layers (16, 32 channels) with relu and 2x2 max-pooling, then a dense head."""
+    x, y = jnp.asarray(images), jnp.asarray(labels)
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
+    params = {
+        "conv1": jax.random.normal(k1, (3, 3, 1, 16)) * np.sqrt(2.0 / 9),
+        "conv2": jax.random.normal(k2, (3, 3, 16, 32)) * np.sqrt(2.0 / 144),
+        "dense": _dense(k3, 7 * 7 * 32, 10),
+    }
+
+    def block(h, kernel):
+        h = jax.lax.conv_general_dilated(
+            h, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        h = jax.nn.relu(h)
+        return jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+
+    def loss(params):
+        h = block(block(x, params["conv1"]), params["conv2"])
+        logits = h.reshape(h.shape[0], -1) @ params["dense"]["w"] + params["dense"]["b"]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    return loss, params
+
+
+def make_step(tx, loss, counter=None):
+    def step(params, state):
+        if counter is not None:
+            counter.append(None)
+        value, grads = jax.value_and_grad(loss)(params)
+        updates, state = tx.update(grads, state, params, value_fn=loss, value=value)
+        return optax.apply_updates(params, updates), state, value
+
+    return jax.jit(step)
+
+
+def compile_stats(step, params, state):
+    start = time.perf_counter()
+    compiled = step.lower(params, state).compile()
+    seconds = time.perf_counter() - start
+    memory = compiled.memory_analysis()
+    return compiled, seconds, getattr(memory, "temp_size_in_bytes", float("nan"))
+
+
+def interleaved_median(runners, repeats):
+    """Median seconds per call of each runner, calls interleaved so drift hits all alike."""
+    times = [[] for _ in runners]
+    for _ in range(repeats):
+        for i, run in enumerate(runners):
+            start = time.perf_counter()
+            run()
+            times[i].append(time.perf_counter() - start)
+    return [float(np.median(t)) for t in times]
+
+
+def measure_model(name, loss, params, repeats):
+    adam = optax.adam(1e-3)
+    safe = osr.saferate(optax.adam(1.0))
+    traces = []
+    adam_step = make_step(adam, loss)
+    safe_step = make_step(safe, loss, traces)
+    adam_state, safe_state = adam.init(params), safe.init(params)
+    adam_compiled, adam_compile_s, adam_temp = compile_stats(adam_step, params, adam_state)
+    safe_compiled, safe_compile_s, safe_temp = compile_stats(safe_step, params, safe_state)
+    carry = {"adam": (params, adam_state), "safe": (params, safe_state)}
+
+    def run_adam():
+        p, s, v = adam_compiled(*carry["adam"])
+        jax.block_until_ready(v)
+        carry["adam"] = (p, s)
+
+    def run_safe():
+        p, s, v = safe_step(*carry["safe"])
+        jax.block_until_ready(v)
+        carry["safe"] = (p, s)
+
+    run_adam(), run_safe()  # warm up (and trace the jitted SafeRate step once)
+    adam_s, safe_s = interleaved_median([run_adam, run_safe], repeats)
+    return {
+        "model": name,
+        "adam_ms": 1e3 * adam_s,
+        "saferate_ms": 1e3 * safe_s,
+        "time_ratio": safe_s / adam_s,
+        "memory_ratio": safe_temp / adam_temp,
+        "adam_temp_mib": adam_temp / 2**20,
+        "saferate_temp_mib": safe_temp / 2**20,
+        "compile_ratio": safe_compile_s / adam_compile_s,
+        "traces": len(traces),
+    }
+
+
+def measure_bound_pass(name, loss, params, repeats):
+    """The bound pass alone over ``value_and_grad`` (both jitted)."""
+    direction = jax.tree.map(lambda p: -1e-2 * jnp.sign(p + 1e-3), params)
+
+    @jax.jit
+    def bound(params, direction):
+        def along(eta):
+            return loss(jax.tree.map(lambda p, u: p + eta * u, params, direction))
+
+        return ab.taylor_bounds(along, 2)(np.zeros((), np.float32), (0.0, 1.0)).coefficients
+
+    value_and_grad = jax.jit(jax.value_and_grad(loss))
+    jax.block_until_ready(bound(params, direction))
+    jax.block_until_ready(value_and_grad(params))
+    bound_s, vg_s = interleaved_median(
+        [
+            lambda: jax.block_until_ready(bound(params, direction)),
+            lambda: jax.block_until_ready(value_and_grad(params)),
+        ],
+        repeats,
+    )
+    return {
+        "model": name,
+        "bound_ms": 1e3 * bound_s,
+        "value_and_grad_ms": 1e3 * vg_s,
+        "ratio": bound_s / vg_s,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, a few seconds")
+    parser.add_argument(
+        "--data",
+        default="../shared/data/fashion-mnist",
+        help="directory with Fashion-MNIST IDX files (random pixels if absent)",
+    )
+    parser.add_argument("--repeats", type=int, default=None)
+    args = parser.parse_args()
+    n_mlp, n_cnn, hidden = (1000, 200, 256) if args.quick else (10000, 1000, 1000)
+    repeats = args.repeats or (5 if args.quick else 15)
+    images, labels, source = load_images(args.data, n_mlp)
+    print(
+        f"# SafeRate(Adam) step vs Adam step — {jax.devices()[0].device_kind}, "
+        f"{source}, float32, full batch\n"
+    )
+    relu = jax.nn.relu
+    models = [
+        (f"MLP 784-{hidden}-10 relu CE, {n_mlp} images", mlp([hidden], relu, "ce", images, labels)),
+        (
+            f"MLP 4x512 relu CE, {n_mlp} images",
+            mlp([512] * 4 if not args.quick else [128] * 4, relu, "ce", images, labels),
+        ),
+        (f"CNN conv16-conv32-dense relu CE, {n_cnn} images", cnn(images[:n_cnn], labels[:n_cnn])),
+    ]
+    print(
+        "| model | Adam step (ms) | SafeRate step (ms) | time ratio | temp memory ratio "
+        "(MiB) | compile ratio | traces |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name, (loss, params) in models:
+        r = measure_model(name, loss, params, repeats)
+        print(
+            f"| {r['model']} | {r['adam_ms']:.1f} | {r['saferate_ms']:.1f} | "
+            f"{r['time_ratio']:.2f}x | {r['memory_ratio']:.2f}x ({r['adam_temp_mib']:.1f} → "
+            f"{r['saferate_temp_mib']:.1f}) | {r['compile_ratio']:.2f}x | {r['traces']} |"
+        )
+    print("\n| bound pass (softplus + squared error) | bound (ms) | value_and_grad (ms) | ratio |")
+    print("|---|---|---|---|")
+    loss, params = mlp([hidden], jax.nn.softplus, "mse", images, labels)
+    r = measure_bound_pass(f"MLP 784-{hidden}-10, {n_mlp} images", loss, params, repeats)
+    print(
+        f"| {r['model']} | {r['bound_ms']:.1f} | {r['value_and_grad_ms']:.1f} | {r['ratio']:.2f}x |"
+    )
+
+
+if __name__ == "__main__":
+    main()
