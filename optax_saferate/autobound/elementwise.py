@@ -567,6 +567,8 @@ def enclose_relu(a: TaylorEnclosure, ctx: Context, known_range: Interval | None 
         r = intervals.intersect(r, known_range)
     if k == 0:
         return TaylorEnclosure((), Interval(jnp.maximum(r.lo, 0), jnp.maximum(r.hi, 0)))
+    if k == 2:
+        return _relu_degree_two(a, r, ctx)
     u0 = a.coefficients[0]
     coefficients, s = relu_taylor_and_remainder(u0, r, k)
     smooth = _compose(coefficients, s, a, ctx)
@@ -587,6 +589,52 @@ def enclose_relu(a: TaylorEnclosure, ctx: Context, known_range: Interval | None 
         nonnegative_t, forward, select(nonpositive_t, backward, _unbounded(smooth, ctx), ctx), ctx
     )
     return select(at_kink, kink, smooth, ctx)
+
+
+def _relu_degree_two(a: TaylorEnclosure, r: Interval, ctx: Context) -> TaylorEnclosure:
+    """The degree-2 relu enclosure in closed form: the hot path of every relu network.
+
+    With ``u = (u0, u1, U2)``, ``V = u1 + U2·T`` and ``H = [u0 > 0]``:
+
+    * ``u0 != 0``: ``(relu(u0), H·u1, H·U2 + [0, g]·V²)``, ``g`` the sharp kink term of
+      :func:`relu_taylor_and_remainder` (zero when the range does not reach the kink);
+    * ``u0 == 0`` and ``T ⊆ [0, inf)``: ``relu(t·V(t)) = t·relu(V(t))`` and, relu being monotone
+      and 1-Lipschitz, ``relu(V) - relu(u1) ∈ [0, 1]·(V - u1) = [0, 1]·U2·t``, so the enclosure
+      is ``(0, relu(u1), hull(0, U2))``; for ``T ⊆ (-inf, 0]`` the same with ``min(u1, 0)``;
+    * ``u0 == 0`` and ``T`` two-sided: no finite degree-2 enclosure exists: ``[-inf, inf]``.
+
+    Everything is one elementwise expression that XLA fuses into a pass or two.
+    """
+    u0 = a.coefficients[0]
+    u1 = a.coefficients[1] if len(a.coefficients) > 1 else jnp.zeros_like(u0)
+    if a.remainder is not None:
+        u2 = a.remainder
+    elif len(a.coefficients) > 2:
+        u2 = intervals.point(a.coefficients[2])
+    else:
+        u2 = None
+    v = enclosures.increment_range(a, ctx)
+    v_squared_max = jnp.maximum(v.lo * v.lo, v.hi * v.hi) if isinstance(v, Interval) else v * v
+    _, s = relu_taylor_and_remainder(u0, r, 2)
+    positive = u0 > 0
+    zero = jnp.zeros_like(u0)
+    smooth_lo = jnp.where(positive, u2.lo, zero) if u2 is not None else zero
+    smooth_hi = jnp.where(positive, u2.hi, zero) if u2 is not None else zero
+    smooth_hi = smooth_hi + s.hi * v_squared_max
+    t = ctx.trust_region
+    kink_slope = jnp.where(t.lo >= 0, jnp.maximum(u1, 0), jnp.minimum(u1, 0))
+    one_sided = (t.lo >= 0) | (t.hi <= 0)
+    inf = jnp.asarray(jnp.inf, u0.dtype)
+    kink_lo = jnp.minimum(u2.lo, 0) if u2 is not None else zero
+    kink_hi = jnp.maximum(u2.hi, 0) if u2 is not None else zero
+    kink_lo = jnp.where(one_sided, kink_lo, -inf)
+    kink_hi = jnp.where(one_sided, kink_hi, inf)
+    at_kink = u0 == 0
+    c1 = jnp.where(at_kink, kink_slope, jnp.where(positive, u1, zero))
+    remainder = Interval(
+        jnp.where(at_kink, kink_lo, smooth_lo), jnp.where(at_kink, kink_hi, smooth_hi)
+    )
+    return TaylorEnclosure((jnp.maximum(u0, 0), c1), remainder)
 
 
 def _shift_up(a: TaylorEnclosure, ctx: Context) -> TaylorEnclosure:
