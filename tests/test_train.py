@@ -1,5 +1,6 @@
 """End-to-end tests of train_and_evaluate on shrunk configs (embedded and mocked tfds data)."""
 
+import importlib
 import json
 import math
 
@@ -7,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from train_testing import REPO_ROOT
 from train_testing import final_state
 from train_testing import rows_without_time
 from train_testing import run_python
@@ -15,6 +17,7 @@ from train_testing import small_config
 from train import data
 from train import metrics
 from train.train import train_and_evaluate
+from train.train import validate_config
 
 ROW_KEYS = {"step", "train_loss", "train_accuracy", "learning_rate", "wall_time_s"}
 EVAL_KEYS = {"test_loss", "test_accuracy"}
@@ -121,6 +124,14 @@ def test_invalid_config_fails_before_training(tmp_path, overrides, field):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    "config_file", sorted(p.stem for p in (REPO_ROOT / "configs").glob("*.py") if p.stem[0] != "_")
+)
+def test_every_config_file_is_valid(config_file):
+    module = importlib.import_module(f"configs.{config_file}")
+    validate_config(module.get_config())
+
+
 def test_missing_tfds_dataset_says_how_to_prepare(tmp_path):
     config = small_config(dataset__name="cifar10", dataset__data_dir=str(tmp_path / "tfds"))
     with pytest.raises(data.DatasetError, match="tfds build cifar10"):
@@ -132,6 +143,7 @@ import json
 import jax
 from train_testing import small_config
 from train.train import train_and_evaluate
+from train.train import validate_config
 assert jax.device_count() == 4, jax.devices()
 for batch_size in (-1, 64):
     config = small_config(dataset__batch_size=batch_size, num_steps=4, eval_every_steps=2)

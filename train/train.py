@@ -287,7 +287,13 @@ def _train_and_evaluate(
             params, opt_state, step_metrics = train_step(params, opt_state, images, labels)
             step_metrics = _local(step_metrics)
             wall_time += time.perf_counter() - started
-            row = {"step": step, **step_metrics, "wall_time_s": wall_time}
+            row = {
+                "step": step,
+                "train_loss": step_metrics["train_loss"],
+                "train_accuracy": step_metrics["train_accuracy"],
+                "learning_rate": step_metrics["learning_rate"],
+                "wall_time_s": wall_time,
+            }
             last = step == config.num_steps
             if last or _every(step, config.eval_every_steps):
                 row.update(evaluate(params, opt_state))
