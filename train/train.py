@@ -223,24 +223,7 @@ def _train_and_evaluate(
     )
 
     config_dict = json.loads(config.to_json_best_effort())
-    checkpointer = None
-    position, wall_time = data.DataPosition(), 0.0
-    if config.checkpoint_every_steps > 0:
-        checkpointer = checkpoints.Checkpointer(workdir, config.max_checkpoints_to_keep)
-        try:
-            latest = checkpointer.latest_step()
-            if latest is not None and latest > config.num_steps:
-                raise checkpoints.CheckpointError(
-                    f"{checkpointer.directory} holds a checkpoint at step {latest}, past "
-                    f"config.num_steps={config.num_steps}; raise num_steps or use a new --workdir."
-                )
-            if latest is not None:
-                state, meta = checkpointer.restore(latest, state, config_dict)
-                position = data.DataPosition(**meta["data_position"])
-                wall_time = float(meta["wall_time_s"])
-        except BaseException:
-            checkpointer.close()
-            raise
+    checkpointer, state, position, wall_time = _resume(config, config_dict, workdir, state)
     start_step = int(_local(state["step"]))
 
     is_main = jax.process_index() == 0
@@ -325,6 +308,35 @@ def _train_and_evaluate(
         if checkpointer:
             checkpointer.close()
     return dict(final_row)
+
+
+def _resume(
+    config: ml_collections.ConfigDict, config_dict: dict, workdir: Path, state: dict
+) -> tuple[checkpoints.Checkpointer | None, dict, data.DataPosition, float]:
+    """Restores the newest checkpoint in ``workdir`` if there is one.
+
+    Returns:
+      ``(checkpointer, state, data position, wall time)``: the checkpointer is None when
+      checkpoints are disabled; without a checkpoint, ``state`` is returned unchanged.
+    """
+    if config.checkpoint_every_steps == 0:
+        return None, state, data.DataPosition(), 0.0
+    checkpointer = checkpoints.Checkpointer(workdir, config.max_checkpoints_to_keep)
+    try:
+        latest = checkpointer.latest_step()
+        if latest is None:
+            return checkpointer, state, data.DataPosition(), 0.0
+        if latest > config.num_steps:
+            raise checkpoints.CheckpointError(
+                f"{checkpointer.directory} holds a checkpoint at step {latest}, past "
+                f"config.num_steps={config.num_steps}; raise num_steps or use a new --workdir."
+            )
+        state, meta = checkpointer.restore(latest, state, config_dict)
+    except BaseException:
+        checkpointer.close()
+        raise
+    position = data.DataPosition(**meta["data_position"])
+    return checkpointer, state, position, float(meta["wall_time_s"])
 
 
 def _batch_size(config: ml_collections.ConfigDict, dataset: data.Dataset, num_devices: int) -> int:
