@@ -84,10 +84,14 @@ def midpoint_radius(a: Interval) -> tuple[Array, Array]:
     """``(mid, rad)`` with ``a ⊆ [mid - rad, mid + rad]``.
 
     The radius is taken as the larger distance from the rounded midpoint to either end, so the
-    midpoint-radius interval contains ``a`` despite the rounding of ``(lo + hi) / 2``.
+    midpoint-radius interval contains ``a`` despite the rounding of ``(lo + hi) / 2``. Those
+    distances are rounded too (``[-1, 1e-100]`` gives ``-0.5 ± 0.5``); where ``mid ± rad`` then
+    misses an end, the radius moves up one ulp, which makes it at least the exact distance.
     """
     mid = 0.5 * (a.lo + a.hi)
     rad = jnp.maximum(mid - a.lo, a.hi - mid)
+    short = (mid - rad > a.lo) | (mid + rad < a.hi)
+    rad = jnp.where(short, jnp.nextafter(rad, jnp.inf), rad)
     return mid, rad
 
 

@@ -1,0 +1,36 @@
+"""Shared pytest configuration.
+
+The AutoBound tests compare float32 and float64 bounds, so they need ``jax_enable_x64``; and, as
+the conventions require, they run with ``jax_numpy_rank_promotion='raise'`` so that an implicit
+rank promotion in the engine is an error. Both settings are scoped to the modules that ask for
+them (``pytestmark = pytest.mark.usefixtures("autobound_numerics")``), because switching x64 on
+for the whole session would change the default dtypes of the training tests.
+
+Hypothesis profiles: ``default`` keeps the default run fast (the AutoBound property tests
+compile or trace a new function for every example); ``thorough`` runs ten times as many
+examples. Choose one with ``HYPOTHESIS_PROFILE=thorough pytest ...``.
+"""
+
+import os
+
+import jax
+import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings
+
+settings.register_profile(
+    "default",
+    deadline=None,
+    max_examples=20,
+    print_blob=True,
+    suppress_health_check=(HealthCheck.too_slow, HealthCheck.data_too_large),
+)
+settings.register_profile("thorough", settings.get_profile("default"), max_examples=200)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture(scope="module")
+def autobound_numerics():
+    """float64 available (float32 tests pass explicit dtypes) and no implicit rank promotion."""
+    with jax.enable_x64(True), jax.numpy_rank_promotion("raise"):
+        yield
