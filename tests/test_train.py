@@ -82,14 +82,19 @@ def test_float64_training_with_line_search(tmp_path):
     assert kernel.dtype == np.float64
 
 
-def test_saferate_full_batch(tmp_path):
+def test_saferate_full_batch_never_increases_the_loss(tmp_path):
     pytest.importorskip("optax_saferate.saferate")
-    config = small_config(optimizer__name="saferate", optimizer__base="adam", num_steps=5)
+    config = small_config(
+        optimizer__name="saferate", optimizer__verify_decrease=True, num_steps=6, eval_every_steps=3
+    )
     final = train_and_evaluate(config, tmp_path)
-    _check_outputs(tmp_path, final, 5)
+    _check_outputs(tmp_path, final, 6)
     rows = metrics.read_metrics(tmp_path)
-    assert all(0 <= row["learning_rate"] for row in rows)
-    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    losses = [row["train_loss"] for row in rows]
+    # Each row's loss is the full-batch loss before that step; float32 rounding may differ between
+    # the step's and SafeRate's evaluation of the same loss by an ulp or so.
+    assert all(b <= a * (1 + 1e-6) for a, b in zip(losses, losses[1:], strict=False)), losses
+    assert all(row["learning_rate"] >= 0 for row in rows)
 
 
 def test_preloaded_dataset_is_used(tmp_path):
