@@ -4,11 +4,14 @@ Config fields can be overridden, e.g. ``--config.optimizer.name=adam
 --config.optimizer.learning_rate=1e-3``. Re-running with the same workdir resumes the run.
 """
 
+import sys
+
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from train import checkpoints
 from train import train
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for metrics, plots and checkpoints.")
@@ -24,7 +27,12 @@ def main(argv: list[str]) -> None:
     if not flags.FLAGS["verbosity"].present:
         # Orbax logs every checkpoint step at INFO; keep the progress bar readable.
         logging.set_verbosity(logging.WARNING)
-    final = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    try:
+        final = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except (ValueError, checkpoints.CheckpointError) as error:
+        # Bad configs, missing data and unusable checkpoints: the message says what to do, and
+        # a stack trace would bury it. DatasetError is a ValueError.
+        sys.exit(f"error: {error}")
     print(
         "final: "
         + ", ".join(

@@ -198,13 +198,15 @@ def load_tfds(name: str, data_dir: str | None) -> RawSplits:
         except Exception as error:
             # tfds raises NotImplementedError, AssertionError or FileNotFoundError depending on
             # what is missing; all of them mean the same thing to a user of this function.
+            if tfds.builder(name, data_dir=data_dir).is_prepared():
+                problem = f"is prepared in {where} but cannot be read by random access ({error})"
+            else:
+                problem = f"is not prepared in {where}"
             raise DatasetError(
-                f"tfds dataset {name!r} is not prepared for random access in {where} "
-                f"({type(error).__name__}: {error}). Prepare it once on a machine with network "
-                f"access with\n  tfds build {name} --data_dir={where} "
-                "--file_format=array_record\nthen copy that directory here and set "
-                "--config.dataset.data_dir to it (or use --config.dataset.name=embedded, which "
-                "needs no preparation)."
+                f"tfds dataset {name!r} {problem}. Prepare it once on a machine with network "
+                f"access with\n  tfds build {name} --data_dir={where} --file_format=array_record"
+                "\nthen copy that directory here and set --config.dataset.data_dir to it (or use "
+                "--config.dataset.name=embedded, which needs no preparation)."
             ) from error
         examples = [source[index] for index in range(len(source))]
         images = np.stack([np.asarray(example["image"]) for example in examples])
