@@ -128,12 +128,17 @@ def _broadcast_interval(t: Interval, like: Array) -> Interval:
 
 
 def _quadratic_range(c0: Array, c1: Array, c2: Array, t_lo: Array, t_hi: Array) -> Interval:
-    """Exact range of ``c0 + c1·t + c2·t²`` over ``[t_lo, t_hi]``."""
-    q_lo = c0 + t_lo * (c1 + c2 * t_lo)
-    q_hi = c0 + t_hi * (c1 + c2 * t_hi)
-    safe_c2 = jnp.where(c2 == 0, 1.0, c2)
+    """Exact range of ``c0 + c1·t + c2·t²`` over ``[t_lo, t_hi]`` (``c2`` may be infinite)."""
+    times = intervals.times
+
+    def q(t):
+        return c0 + times(t, c1 + times(c2, t))
+
+    q_lo, q_hi = q(t_lo), q(t_hi)
+    finite = jnp.isfinite(c2) & (c2 != 0)
+    safe_c2 = jnp.where(finite, c2, 1.0)
     vertex = jnp.clip(-c1 / (2 * safe_c2), t_lo, t_hi)
-    q_vertex = jnp.where(c2 == 0, q_lo, c0 + vertex * (c1 + c2 * vertex))
+    q_vertex = jnp.where(finite, q(vertex), q_lo)
     lo = jnp.minimum(jnp.minimum(q_lo, q_hi), jnp.where(c2 > 0, q_vertex, q_lo))
     hi = jnp.maximum(jnp.maximum(q_lo, q_hi), jnp.where(c2 < 0, q_vertex, q_hi))
     return Interval(lo, hi)
@@ -259,7 +264,7 @@ def map_linear(fn: Callable[[Array], Array], fn_abs: Callable[[Array], Array], a
     """
     remainder = None
     if a.remainder is not None:
-        mid, rad = intervals.midpoint_radius(a.remainder)
+        mid, rad = _mid_rad(a.remainder)
         remainder = intervals.from_midpoint_radius(fn(mid), fn_abs(rad))
     return TaylorEnclosure(tuple(fn(c) for c in a.coefficients), remainder)
 
@@ -326,16 +331,21 @@ def apply_bilinear(op, x, y, elementwise: bool = False):
             return intervals.scale(xi, y)
         return intervals.multiply(xi, yi)
     if x_interval and not y_interval:
-        mid, rad = intervals.midpoint_radius(x)
+        mid, rad = _mid_rad(x)
         return intervals.from_midpoint_radius(op(mid, y), op(rad, jnp.abs(y)))
     if y_interval and not x_interval:
-        mid, rad = intervals.midpoint_radius(y)
+        mid, rad = _mid_rad(y)
         return intervals.from_midpoint_radius(op(x, mid), op(jnp.abs(x), rad))
-    m1, r1 = intervals.midpoint_radius(x)
-    m2, r2 = intervals.midpoint_radius(y)
+    m1, r1 = _mid_rad(x)
+    m2, r2 = _mid_rad(y)
     return intervals.from_midpoint_radius(
         op(m1, m2), op(jnp.abs(m1), r2) + op(r1, jnp.abs(m2) + r2)
     )
+
+
+def _mid_rad(a: Interval):
+    mid, rad = intervals.midpoint_radius(a)
+    return mid, intervals.finite_radius(rad)
 
 
 def _as_interval(x) -> Interval:

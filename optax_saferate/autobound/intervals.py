@@ -43,15 +43,25 @@ def shift(a: Interval, c: Array) -> Interval:
     return Interval(a.lo + c, a.hi + c)
 
 
+def times(x: Array, y: Array) -> Array:
+    """``x * y`` with ``0 * inf = 0``.
+
+    An infinite interval end means "any finite value"; times an exact zero that is zero, where
+    IEEE arithmetic would give NaN and poison every bound downstream.
+    """
+    return jnp.where((x == 0) | (y == 0), jnp.zeros((), jnp.result_type(x, y)), x * y)
+
+
 def scale(a: Interval, c: Array) -> Interval:
     """``c * a`` for an exact array ``c`` (either sign)."""
-    p, q = c * a.lo, c * a.hi
+    p, q = times(c, a.lo), times(c, a.hi)
     return Interval(jnp.minimum(p, q), jnp.maximum(p, q))
 
 
 def multiply(a: Interval, b: Interval) -> Interval:
     """The exact product interval ``{x * y : x in a, y in b}``."""
-    p1, p2, p3, p4 = a.lo * b.lo, a.lo * b.hi, a.hi * b.lo, a.hi * b.hi
+    p1, p2 = times(a.lo, b.lo), times(a.lo, b.hi)
+    p3, p4 = times(a.hi, b.lo), times(a.hi, b.hi)
     return Interval(
         jnp.minimum(jnp.minimum(p1, p2), jnp.minimum(p3, p4)),
         jnp.maximum(jnp.maximum(p1, p2), jnp.maximum(p3, p4)),
@@ -88,11 +98,23 @@ def midpoint_radius(a: Interval) -> tuple[Array, Array]:
     distances are rounded too (``[-1, 1e-100]`` gives ``-0.5 ± 0.5``); where ``mid ± rad`` then
     misses an end, the radius moves up one ulp, which makes it at least the exact distance.
     """
-    mid = 0.5 * (a.lo + a.hi)
+    finite_lo, finite_hi = jnp.isfinite(a.lo), jnp.isfinite(a.hi)
+    # With an infinite end any finite midpoint will do; the radius is then infinite.
+    lo, hi = jnp.where(finite_lo, a.lo, 0), jnp.where(finite_hi, a.hi, 0)
+    mid = jnp.where(finite_lo & finite_hi, 0.5 * (lo + hi), jnp.where(finite_lo, lo, hi))
     rad = jnp.maximum(mid - a.lo, a.hi - mid)
     short = (mid - rad > a.lo) | (mid + rad < a.hi)
     rad = jnp.where(short, jnp.nextafter(rad, jnp.inf), rad)
     return mid, rad
+
+
+def finite_radius(rad: Array) -> Array:
+    """An infinite radius as the largest finite number, for use inside a matmul or convolution.
+
+    ``inf · 0`` inside a contraction is NaN, but an unbounded term with weight 0 contributes 0;
+    the largest float keeps that, and any nonzero weight still overflows to ``inf``.
+    """
+    return jnp.where(jnp.isinf(rad), jnp.finfo(jnp.result_type(rad)).max, rad)
 
 
 def from_midpoint_radius(mid: Array, rad: Array) -> Interval:

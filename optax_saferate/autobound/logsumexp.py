@@ -82,7 +82,8 @@ def enclose_logsumexp(z: TaylorEnclosure, axes: tuple[int, ...], ctx: Context) -
         jnp.sum(p * z.coefficients[1], axes) if len(z.coefficients) > 1 else jnp.zeros_like(value)
     )
     second = z.remainder if z.remainder is not None else _exact_term(z, 2)
-    curvature = Interval(jnp.sum(p * second.lo, axes), jnp.sum(p * second.hi, axes))
+    times = intervals.times  # 0·inf = 0: a vanishing probability times an unbounded term
+    curvature = Interval(jnp.sum(times(p, second.lo), axes), jnp.sum(times(p, second.hi), axes))
     low, high = _half_variance_bounds(p, v, axes, ctx.trust_region)
     return TaylorEnclosure((value, linear), Interval(curvature.lo + low, curvature.hi + high))
 
@@ -103,12 +104,11 @@ def _half_variance_bounds(p, v: Interval, axes, trust_region: Interval):
     m, r = intervals.midpoint_radius(v)
     mean = jnp.expand_dims(jnp.sum(p * m, axes), axes)
     far = jnp.maximum(jnp.abs(v.lo - mean), jnp.abs(v.hi - mean))
-    upper = jnp.exp(gamma) * jnp.sum(p * far * far, axes)
+    upper = jnp.exp(gamma) * jnp.sum(intervals.times(p, far * far), axes)
     upper = jnp.minimum(upper, spread * spread / 4)
     variance_mid = jnp.sum(p * (m - mean) ** 2, axes)
-    lower = jnp.exp(-gamma) * jnp.maximum(
-        variance_mid - 2 * jnp.sum(p * jnp.abs(m - mean) * r, axes), 0
-    )
+    spread_term = jnp.sum(intervals.times(p * jnp.abs(m - mean), r), axes)
+    lower = jnp.exp(-gamma) * jnp.maximum(variance_mid - 2 * spread_term, 0)
     return lower / 2, upper / 2
 
 
