@@ -459,6 +459,12 @@ def _elu_core_range(order, lo, hi):
     negative = Interval(jnp.exp(jnp.minimum(lo, 0)), jnp.exp(jnp.minimum(hi, 0)))
     low = jnp.where(hi > 0, 0.0, negative.lo).astype(lo.dtype)
     high = jnp.where(lo < 0, negative.hi, 0.0).astype(lo.dtype)
+    if order >= 3:
+        # g'' jumps at 0, so g^(3) has a Dirac mass there and a range across 0 has no finite
+        # bound: the degree >= 3 remainder is not enclosed by the hull of the two pieces.
+        crosses = (lo < 0) & (hi > 0)
+        low = jnp.where(crosses, -jnp.inf, low).astype(lo.dtype)
+        high = jnp.where(crosses, jnp.inf, high).astype(lo.dtype)
     return Interval(low, high)
 
 
@@ -498,7 +504,8 @@ def relu_taylor_and_remainder(u0: Array, r: Interval, degree: int) -> tuple[list
     safe_magnitude = jnp.where(magnitude == 0, 1.0, magnitude)
     if degree >= 2:
         far = jnp.minimum(far, magnitude / (degree - 1))
-    g = far / (far + safe_magnitude) ** degree
+    # far / (far + |u0|)^k; for k = 1 an unbounded range gives the limit 1, not inf/inf.
+    g = jnp.where(jnp.isinf(far), 1.0, far / (far + safe_magnitude) ** degree).astype(u0.dtype)
     negative_sign = positive if degree % 2 == 1 else jnp.zeros_like(positive)
     # R_k(v) = d_k + (the deviation above); d_k is 0 except for k = 1, where it is the slope.
     d_k = coefficients[degree]
@@ -620,7 +627,7 @@ def _relu_degree_two(a: TaylorEnclosure, r: Interval, ctx: Context) -> TaylorEnc
     zero = jnp.zeros_like(u0)
     smooth_lo = jnp.where(positive, u2.lo, zero) if u2 is not None else zero
     smooth_hi = jnp.where(positive, u2.hi, zero) if u2 is not None else zero
-    smooth_hi = smooth_hi + s.hi * v_squared_max
+    smooth_hi = smooth_hi + intervals.times(s.hi, v_squared_max)
     t = ctx.trust_region
     kink_slope = jnp.where(t.lo >= 0, jnp.maximum(u1, 0), jnp.minimum(u1, 0))
     one_sided = (t.lo >= 0) | (t.hi <= 0)

@@ -19,7 +19,7 @@ from jax import Array
 from jax.extend import core as jcore
 from jax.extend.core import primitives as P
 
-from optax_saferate.autobound import elementwise, enclosures, rules
+from optax_saferate.autobound import elementwise, enclosures, intervals, rules
 from optax_saferate.autobound import logsumexp as lse
 from optax_saferate.autobound.elementwise import ElementwiseFunction
 from optax_saferate.autobound.enclosures import Context, TaylorEnclosure
@@ -174,7 +174,8 @@ def _coefficients(out, ctx: Context, env, aval):
         zero = jnp.zeros_like(value)
         return (value,) + (zero,) * (k - 1) + ((zero, zero),)
     out = elementwise.to_remainder_form(out, ctx)
-    return (*out.coefficients, (out.remainder.lo, out.remainder.hi))
+    remainder = intervals.sanitize(out.remainder)  # an enclosure is never NaN, at worst unbounded
+    return (*out.coefficients, (remainder.lo, remainder.hi))
 
 
 # --------------------------------------------------------------------------- the walk

@@ -121,6 +121,17 @@ def from_midpoint_radius(mid: Array, rad: Array) -> Interval:
     return Interval(mid - rad, mid + rad)
 
 
+def sanitize(a: Interval) -> Interval:
+    """Make every end that says nothing (NaN, or overflowed past the other side) unbounded.
+
+    Overflow can round a lower end up to ``+inf``; reading it as ``-inf`` keeps the interval
+    valid, and a NaN end is equally treated as "no information".
+    """
+    lo = jnp.where(jnp.isnan(a.lo) | (a.lo == jnp.inf), -jnp.inf, a.lo).astype(a.lo.dtype)
+    hi = jnp.where(jnp.isnan(a.hi) | (a.hi == -jnp.inf), jnp.inf, a.hi).astype(a.hi.dtype)
+    return Interval(lo, hi)
+
+
 def hull(a: Interval, b: Interval) -> Interval:
     """The smallest interval containing both."""
     return Interval(jnp.minimum(a.lo, b.lo), jnp.maximum(a.hi, b.hi))

@@ -72,8 +72,7 @@ def enclose_logsumexp(z: TaylorEnclosure, axes: tuple[int, ...], ctx: Context) -
     value = _lse(z0, axes)
     p = jnp.exp(z0 - jnp.expand_dims(value, axes))
     v = enclosures.increment_range(z, ctx)
-    if not isinstance(v, Interval):
-        v = intervals.point(v)
+    v = intervals.sanitize(v) if isinstance(v, Interval) else intervals.point(v)
     if k == 1:
         return TaylorEnclosure((value,), Interval(jnp.min(v.lo, axes), jnp.max(v.hi, axes)))
     if k != 2:
@@ -82,6 +81,7 @@ def enclose_logsumexp(z: TaylorEnclosure, axes: tuple[int, ...], ctx: Context) -
         jnp.sum(p * z.coefficients[1], axes) if len(z.coefficients) > 1 else jnp.zeros_like(value)
     )
     second = z.remainder if z.remainder is not None else _exact_term(z, 2)
+    second = intervals.sanitize(second)
     times = intervals.times  # 0·inf = 0: a vanishing probability times an unbounded term
     curvature = Interval(jnp.sum(times(p, second.lo), axes), jnp.sum(times(p, second.hi), axes))
     low, high = _half_variance_bounds(p, v, axes, ctx.trust_region)

@@ -395,6 +395,40 @@ def _concatenate(env, ctx, eqn, *operands):
     return _combine(ctx, eqn, P.concatenate_p, operands, ())
 
 
+def _stack(env, ctx, eqn, *operands):
+    return _combine(ctx, eqn, lax.stack_p, operands, ())
+
+
+def _split(primitive):
+    """``split``/``unstack``: one structural op, several outputs (one enclosure each)."""
+
+    def rule(env, ctx, eqn, x):
+        x = materialize(ctx, env, x)
+
+        def parts(c):
+            return primitive.bind(c, **eqn.params)
+
+        coefficients = [parts(c) for c in x.coefficients]
+        ends = None if x.remainder is None else [parts(e) for e in x.remainder]
+        return [
+            TaylorEnclosure(
+                tuple(c[i] for c in coefficients),
+                None if ends is None else Interval(ends[0][i], ends[1][i]),
+            )
+            for i in range(len(eqn.outvars))
+        ]
+
+    return rule
+
+
+# jnp.stack and jnp.split bind these (jax >= 0.6); older versions lower to concatenate/slice.
+if hasattr(lax, "stack_p"):
+    RULES[lax.stack_p] = _stack
+for _name in ("split_p", "unstack_p"):
+    if hasattr(lax, _name):
+        RULES[getattr(lax, _name)] = _split(getattr(lax, _name))
+
+
 @register(P.pad_p)
 def _pad(env, ctx, eqn, x, padding_value):
     if not is_constant(padding_value):
