@@ -75,7 +75,6 @@ def test_every_optimizer_trains_with_the_shared_step(name):
 
 @pytest.mark.parametrize("base", ["adam", "sgd", "momentum", "adagrad", "rmsprop"])
 def test_saferate_over_any_base(base):
-    pytest.importorskip("optax_saferate.saferate")
     config = _optimizer_config("saferate", base=base)
     losses, _, opt_state = _train(config)
     assert losses[-1] < losses[0]

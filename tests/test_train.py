@@ -83,7 +83,6 @@ def test_float64_training_with_line_search(tmp_path):
 
 
 def test_saferate_full_batch_never_increases_the_loss(tmp_path):
-    pytest.importorskip("optax_saferate.saferate")
     config = small_config(
         optimizer__name="saferate", optimizer__verify_decrease=True, num_steps=6, eval_every_steps=3
     )
