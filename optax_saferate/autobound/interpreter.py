@@ -200,7 +200,7 @@ def evaluate_jaxpr(jaxpr, consts, args, *, env, ctx):
         if not eqn.primitive.multiple_results:
             outputs = [outputs]
         for var, value in zip(eqn.outvars, outputs, strict=True):
-            if not isinstance(var, jcore.DropVar):
+            if not isinstance(var, _DROP_VAR):
                 values[var] = value
     return [read(v) for v in jaxpr.outvars]
 
@@ -212,6 +212,9 @@ def _bind(eqn, inputs):
         subfuns, params = params
     return eqn.primitive.bind(*subfuns, *inputs, **params)
 
+
+# jax.extend.core.DropVar is newer than jax 0.9; writing a dropped output is harmless.
+_DROP_VAR = getattr(jcore, "DropVar", ())
 
 _CALL_PARAMS = ("jaxpr", "call_jaxpr", "fun_jaxpr")
 
