@@ -73,14 +73,20 @@ def adam_direction(params, x, y, warmup_steps: int):
     With no warm-up steps the update is Adam's first one, ``-sign(grad)`` (up to Adam's eps).
     """
     trainer = optax.adam(0.05)
-    state = trainer.init(params)
-    grad_fn = jax.jit(jax.grad(loss_fn))
-    for _ in range(warmup_steps):
-        updates, state = trainer.update(grad_fn(params, x, y), state)
-        params = optax.apply_updates(params, updates)
-    # The same moments with learning rate 1: the direction whose step size SafeRate chooses.
-    direction, _ = optax.adam(1.0).update(grad_fn(params, x, y), state)
-    return params, direction
+
+    @jax.jit
+    def run(params):
+        def step(_, carry):
+            params, state = carry
+            updates, state = trainer.update(jax.grad(loss_fn)(params, x, y), state)
+            return optax.apply_updates(params, updates), state
+
+        params, state = jax.lax.fori_loop(0, warmup_steps, step, (params, trainer.init(params)))
+        # The same moments with learning rate 1: the direction whose step size SafeRate chooses.
+        direction, _ = optax.adam(1.0).update(jax.grad(loss_fn)(params, x, y), state)
+        return params, direction
+
+    return run(params)
 
 
 def quadratic_label(name: str, c2: float) -> str:
@@ -89,15 +95,24 @@ def quadratic_label(name: str, c2: float) -> str:
 
 
 def bound_curves(f, x0, region, grid):
-    """The degree-2 bounds of ``f`` over ``region`` at ``x0``; ``f`` and both bounds on ``grid``."""
+    """The degree-2 bounds of ``f`` over ``region`` at ``x0``; ``f`` and both bounds on ``grid``.
+
+    Also the SafeRate step (the minimiser of the upper bound over ``[x0, region[1]]``) and ``f``
+    and the upper bound there. One jitted call.
+    """
 
     @jax.jit
     def compute(x0, region, grid):
         bounds = ab.taylor_bounds(f, 2)(x0, region)
-        return bounds, jax.vmap(f)(grid), bounds.lower(grid), bounds.upper(grid)
+        _, c1, (_, hi) = bounds.coefficients
+        step = x0 + minimize_quadratic_bound(c1, hi, region[1] - x0)
+        curves = jax.vmap(f)(grid), bounds.lower(grid), bounds.upper(grid)
+        return bounds, curves, (step, f(step), bounds.upper(step))
 
-    bounds, values, lower, upper = compute(jnp.asarray(x0), tuple(map(jnp.asarray, region)), grid)
-    return bounds, np.asarray(values), np.asarray(lower), np.asarray(upper)
+    bounds, curves, at_step = compute(
+        jnp.asarray(x0), tuple(map(jnp.asarray, region)), jnp.asarray(grid)
+    )
+    return bounds, *(np.asarray(c) for c in curves), tuple(float(v) for v in at_step)
 
 
 def draw_loss_panel(ax, eta_max: float, warmup_steps: int):
@@ -110,9 +125,10 @@ def draw_loss_panel(ax, eta_max: float, warmup_steps: int):
         return loss_fn(jax.tree.map(lambda p, u: p + eta * u, params, direction), x, y)
 
     etas = jnp.linspace(0.0, eta_max, 400)
-    bounds, values, lower, upper = bound_curves(h, 0.0, (0.0, eta_max), etas)
-    c0, c1, (lo, hi) = bounds.coefficients
-    step = float(minimize_quadratic_bound(c1, hi, jnp.asarray(eta_max)))
+    bounds, values, lower, upper, (step, loss_at_step, upper_at_step) = bound_curves(
+        h, 0.0, (0.0, eta_max), etas
+    )
+    _, _, (lo, hi) = bounds.coefficients
 
     ax.fill_between(etas, lower, upper, color="tab:blue", alpha=0.12, label="proved enclosure")
     ax.plot(etas, values, color="black", lw=2, label="loss h(η) (true)")
@@ -120,7 +136,7 @@ def draw_loss_panel(ax, eta_max: float, warmup_steps: int):
     ax.plot(etas, lower, color="tab:blue", lw=1.5, label=quadratic_label("lower", float(lo)))
     ax.plot(
         [step],
-        [float(h(step))],
+        [loss_at_step],
         "o",
         color="tab:green",
         ms=8,
@@ -129,7 +145,7 @@ def draw_loss_panel(ax, eta_max: float, warmup_steps: int):
     )
     ax.plot(
         [step],
-        [float(bounds.upper(step))],
+        [upper_at_step],
         "v",
         color="tab:red",
         ms=8,
@@ -155,7 +171,7 @@ def draw_loss_panel(ax, eta_max: float, warmup_steps: int):
 def draw_softplus_panel(ax):
     x0, region = 0.5, (-2.5, 3.5)
     xs = jnp.linspace(*region, 400)
-    bounds, values, lower, upper = bound_curves(jax.nn.softplus, x0, region, xs)
+    bounds, values, lower, upper, _ = bound_curves(jax.nn.softplus, x0, region, xs)
     _, _, (lo, hi) = bounds.coefficients
     ax.fill_between(xs, lower, upper, color="tab:blue", alpha=0.12, label="proved enclosure")
     ax.plot(xs, values, color="black", lw=2, label="softplus(x)")
