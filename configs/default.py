@@ -57,4 +57,17 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.momentum = 0.9  # momentum and nesterov.
     config.optimizer.weight_decay = 1e-4  # adamw.
     config.optimizer.warmup_steps = 0  # schedule_free_*: learning-rate warmup steps.
+
+    # python -m train.compare: SafeRate against tuned baselines and learning-rate-free peers.
+    config.compare = ml_collections.ConfigDict()
+    config.compare.seeds = (0,)  # Every run is repeated with each of these config.seed values.
+    config.compare.bases = ("adam", "sgd", "momentum")  # Baselines tuned over learning_rates.
+    config.compare.learning_rates = (  # The tuning grid: half-decades from 1e-4 to 1.
+        1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e-2, 3.16e-2, 1e-1, 3.16e-1, 1.0
+    )  # fmt: skip
+    # Learning-rate-free peers at their defaults; backtracking searches along optimizer.base.
+    config.compare.peers = ("prodigy", "dadapt_adamw", "dog", "schedule_free_adamw", "backtracking")
+    config.compare.saferate_bases = ("adam", "sgd", "momentum")  # SafeRate over each, untuned.
+    config.compare.checkpoint_runs = False  # Keep checkpoint_every_steps for each run (resumable).
+    config.compare.final_loss_window = 1  # Steps averaged into final loss and time-to-target.
     return config
