@@ -40,6 +40,7 @@ import numpy as np
 
 from optax_saferate import autobound as ab
 
+BATCH = 64
 FLOAT64_ULPS = 16
 FLOAT32_RTOL = 1e-4
 # Exact coefficients against autodiff (different operation orders, and for float32 a float64
@@ -57,16 +58,21 @@ def tolerance_factor(dtype) -> float:
 
 
 def taylor_coefficient(f: Callable, order: int) -> Callable:
-    """``x -> f^(order)(x) / order!`` by nested autodiff (``jax.grad``/``jax.hessian`` first)."""
+    """``x -> f^(order)(x) / order!`` by nested autodiff.
+
+    For a scalar-valued ``f``: ``jax.grad`` for order 1, ``jax.hessian`` for order 2, nested
+    ``jax.grad`` beyond; for an array-valued ``f``, nested ``jax.jacfwd``.
+    """
     if order == 0:
         return f
-    if order == 1:
+    scalar = jax.eval_shape(f, jnp.zeros((), jnp.float64)).shape == ()
+    if scalar and order == 1:
         return jax.grad(f)
-    if order == 2:
+    if scalar and order == 2:
         return lambda x: jax.hessian(f)(x) / 2
     derivative = f
     for _ in range(order):
-        derivative = jax.grad(derivative)
+        derivative = jax.grad(derivative) if scalar else jax.jacfwd(derivative)
     return lambda x: derivative(x) / math.factorial(order)
 
 
@@ -91,22 +97,34 @@ def sample_offsets(lo, hi, x0, count: int, seed: int = 0) -> np.ndarray:
     return points.astype(np.float64)
 
 
+def pad_cases(*arrays):
+    """Repeat cases up to a multiple of ``BATCH``: eagerly executed ops are compiled once per
+    shape, so one batch size across the tests lets them share those compilations."""
+    n = len(arrays[0])
+    size = -(-n // BATCH) * BATCH
+    return tuple(np.resize(a, (size, *np.shape(a)[1:])) for a in arrays)
+
+
 def compute_bounds(f, degree, x0, trust_region, *, jit=True, propagate_trust_regions=False):
     """Batched bounds: ``x0`` and both ends of ``trust_region`` are 1-D arrays of one length."""
     bound = jax.vmap(ab.taylor_bounds(f, degree, propagate_trust_regions=propagate_trust_regions))
     if jit:
         bound = jax.jit(bound)
-    return bound(jnp.asarray(x0), tuple(jnp.asarray(e) for e in trust_region))
+    n = len(x0)
+    x0, lo, hi = pad_cases(np.asarray(x0), *(np.asarray(e) for e in trust_region))
+    bounds = bound(jnp.asarray(x0), (jnp.asarray(lo), jnp.asarray(hi)))
+    return jax.tree.map(lambda a: a[:n], bounds)
 
 
-def evaluate_bounds(bounds: ab.TaylorBounds, points) -> tuple[np.ndarray, np.ndarray]:
+def evaluate_bounds(bounds: ab.TaylorBounds, points, jit=True) -> tuple[np.ndarray, np.ndarray]:
     """``lower`` and ``upper`` of each case at its own points (shape ``(cases, points, ...)``)."""
 
     def one_case(case, xs):
         return jax.vmap(case.lower)(xs), jax.vmap(case.upper)(xs)
 
     points = jnp.asarray(points, jnp.result_type(bounds.x0))
-    lower, upper = jax.jit(jax.vmap(one_case))(bounds, points)
+    evaluate = jax.vmap(one_case)
+    lower, upper = (jax.jit(evaluate) if jit else evaluate)(bounds, points)
     return np.asarray(lower, np.float64), np.asarray(upper, np.float64)
 
 
@@ -163,6 +181,8 @@ def check_bounds(
     x0 = np.atleast_1d(rounded(x0, dtype))
     lo, hi = (np.broadcast_to(rounded(e, dtype), x0.shape).copy() for e in trust_region)
     assert np.all(lo <= x0) and np.all(x0 <= hi), "the trust region must contain x0"
+    cases = len(x0)
+    x0, lo, hi = pad_cases(x0, lo, hi)
     bounds = compute_bounds(
         f, degree, x0, (lo, hi), jit=jit, propagate_trust_regions=propagate_trust_regions
     )
@@ -174,13 +194,14 @@ def check_bounds(
     assert np.all(lo_k <= hi_k), f"empty interval: {bounds.final_interval()}"
 
     points = sample_offsets(lo, hi, x0, samples, seed)
-    values = np.asarray(jax.jit(jax.vmap(jax.vmap(reference)))(jnp.asarray(points, jnp.float64)))
+    values, expected = _reference(reference, degree if check_taylor else -1, points, x0, jit)
     assert np.all(np.isfinite(values)), "the test function must be finite on the trust region"
-    lower, upper = evaluate_bounds(bounds, points)
+    lower, upper = evaluate_bounds(bounds, points, jit)
     assert not np.any(np.isnan(lower) | np.isnan(upper)), "NaN bound"
     magnitude = term_magnitude(bounds, points, values)
     if rounding_scale is not None:
-        scale = jax.jit(jax.vmap(jax.vmap(rounding_scale)))
+        scale = jax.vmap(jax.vmap(rounding_scale))
+        scale = jax.jit(scale) if jit else scale
         at_points = np.asarray(scale(jnp.asarray(points, jnp.float64)))
         at_x0 = np.asarray(scale(jnp.asarray(x0, jnp.float64)[:, None]))
         magnitude = magnitude + at_points + at_x0
@@ -189,20 +210,36 @@ def check_bounds(
     _assert_all(values <= upper + tolerance, "upper bound below f", points, upper, values, bounds)
 
     if check_taylor:
-        x0_64 = jnp.asarray(x0, jnp.float64)
         rtol = COEFFICIENT_RTOL[dtype]
         for order, c in enumerate(bounds.coefficients[:-1]):
-            expected = np.asarray(jax.jit(jax.vmap(taylor_coefficient(reference, order)))(x0_64))
-            scale = np.abs(expected) + np.max(np.abs(expected))
-            error = np.abs(np.asarray(c, np.float64) - expected)
+            scale = np.abs(expected[order]) + np.max(np.abs(expected[order]), axis=0, keepdims=True)
+            error = np.abs(np.asarray(c, np.float64) - expected[order])
             _assert_all(
-                error <= rtol * scale, f"coefficient {order} differs", x0, c, expected, bounds
+                error <= rtol * scale,
+                f"coefficient {order} differs",
+                x0,
+                c,
+                expected[order],
+                bounds,
             )
-        true_k = np.asarray(jax.jit(jax.vmap(taylor_coefficient(reference, degree)))(x0_64))
-        slack = rtol * (np.abs(true_k) + np.max(np.abs(true_k)))
+        true_k = expected[degree]
+        slack = rtol * (np.abs(true_k) + np.max(np.abs(true_k), axis=0, keepdims=True))
         inside = (lo_k - slack <= true_k) & (true_k <= hi_k + slack)
         _assert_all(inside, f"interval misses f^({degree})/{degree}!", x0, lo_k, true_k, bounds)
-    return bounds
+    return jax.tree.map(lambda a: a[:cases], bounds)
+
+
+def _reference(f, degree, points, x0, jit):
+    """``f`` at the points and its Taylor coefficients ``0..degree`` at ``x0``, in float64."""
+
+    def compute(points, x0):
+        values = jax.vmap(jax.vmap(f))(points)
+        return values, [jax.vmap(taylor_coefficient(f, j))(x0) for j in range(degree + 1)]
+
+    if jit:
+        compute = jax.jit(compute)
+    values, coefficients = compute(jnp.asarray(points, jnp.float64), jnp.asarray(x0, jnp.float64))
+    return np.asarray(values), [np.asarray(c) for c in coefficients]
 
 
 def _assert_all(ok, message, points, got, expected, bounds):

@@ -425,6 +425,9 @@ TANH = ElementwiseFunction("tanh", jnp.tanh, critical_point_table(_TANH_POINTS))
 SOFTPLUS = ElementwiseFunction("softplus", jax.nn.softplus, _softplus_points)
 SWISH = ElementwiseFunction("swish", jax.nn.silu, critical_point_table(_SWISH_POINTS))
 ERF = ElementwiseFunction("erf", jax.scipy.special.erf, critical_point_table(_ERF_POINTS))
+# Its own function, not 1 - erf: that cancels completely in the tail (erfc(6) ~ 2e-17).
+# Its derivatives are those of erf negated, so the extrema are the same.
+ERFC = ElementwiseFunction("erfc", jax.scipy.special.erfc, critical_point_table(_ERF_POINTS))
 SIN = ElementwiseFunction(
     "sin",
     jnp.sin,

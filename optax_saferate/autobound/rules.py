@@ -103,6 +103,7 @@ _SIMPLE_FUNCTIONS = {
     P.logistic_p: elementwise.SIGMOID,
     P.tanh_p: elementwise.TANH,
     P.erf_p: elementwise.ERF,
+    P.erfc_p: elementwise.ERFC,
     P.sin_p: elementwise.SIN,
     P.cos_p: elementwise.COS,
     P.sqrt_p: elementwise.SQRT,
@@ -119,13 +120,6 @@ def _simple_rule(spec):
 
 for _primitive, _spec in _SIMPLE_FUNCTIONS.items():
     RULES[_primitive] = _simple_rule(_spec)
-
-
-@register(P.erfc_p)
-def _erfc(env, ctx, eqn, x):
-    return enclosures.add_constant(
-        enclosures.negate(apply_function(env, ctx, elementwise.ERF, x)), 1.0
-    )
 
 
 @register(P.integer_pow_p)
@@ -192,19 +186,40 @@ def _sign(env, ctx, eqn, x):
 
 
 def maximum(env, ctx, a, b):
-    """``max(a, b) = b + relu(a - b)`` (constants allowed on either side)."""
+    """``max(a, b) = b + relu(a - b)`` (constants allowed on either side).
+
+    Where ``a - b`` keeps one sign over the trust region the result is ``a`` or ``b`` itself:
+    ``b + (a - b)`` would add the remainder of ``b`` twice.
+    """
     if not isinstance(b, TaylorEnclosure):
         a, b = b, a  # make `b` the enclosure
     difference = _subtract_values(ctx, a, b)
-    return enclosures.add(b, apply_relu(env, ctx, difference), ctx)
+    merged = enclosures.add(b, apply_relu(env, ctx, difference), ctx)
+    return _exact_where_one_side(ctx, difference, a, b, merged)
 
 
 def minimum(env, ctx, a, b):
-    """``min(a, b) = a - relu(a - b)``."""
+    """``min(a, b) = a - relu(a - b)``, or ``a`` or ``b`` itself where one is always smaller."""
     if not isinstance(a, TaylorEnclosure):
         a, b = b, a
     difference = _subtract_values(ctx, a, b)
-    return enclosures.add(a, enclosures.negate(apply_relu(env, ctx, difference)), ctx)
+    merged = enclosures.add(a, enclosures.negate(apply_relu(env, ctx, difference)), ctx)
+    return _exact_where_one_side(ctx, difference, b, a, merged)
+
+
+def _exact_where_one_side(ctx, difference, when_positive, when_negative, merged):
+    """``when_positive`` where ``difference >= 0`` on all of ``T``, ``when_negative`` where it
+    is ``<= 0``, ``merged`` elsewhere."""
+    r = enclosures.range_over(difference, ctx)
+
+    def full(x):
+        x = _as_enclosure(x, merged)
+        if x.shape == merged.shape:
+            return x
+        return enclosures.map_monotone(lambda c: jnp.broadcast_to(c, merged.shape), x)
+
+    choice = elementwise.select(r.hi <= 0, full(when_negative), merged, ctx)
+    return elementwise.select(r.lo >= 0, full(when_positive), choice, ctx)
 
 
 @register(P.max_p)
