@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from optax_saferate.autobound import enclosures, intervals
+from optax_saferate.autobound import derivatives, enclosures, intervals
 from optax_saferate.autobound.enclosures import Context, TaylorEnclosure
 from optax_saferate.autobound.intervals import Interval
 
@@ -420,10 +420,30 @@ LOG1P = ElementwiseFunction(
     domain_open_lower=True,
 )
 EXPM1 = ElementwiseFunction("expm1", jnp.expm1, no_critical_points, derivative=_expm1_derivative)
-SIGMOID = ElementwiseFunction("sigmoid", jax.nn.sigmoid, critical_point_table(_SIGMOID_POINTS))
-TANH = ElementwiseFunction("tanh", jnp.tanh, critical_point_table(_TANH_POINTS))
-SOFTPLUS = ElementwiseFunction("softplus", jax.nn.softplus, _softplus_points)
-SWISH = ElementwiseFunction("swish", jax.nn.silu, critical_point_table(_SWISH_POINTS))
+
+
+def _logistic_family(name, fn, points, closed_form):
+    derivative = derivatives.with_autodiff_fallback(
+        closed_form, fn, derivatives.MAX_CLOSED_FORM_ORDER
+    )
+    return ElementwiseFunction(name, fn, points, derivative=derivative)
+
+
+SIGMOID = _logistic_family(
+    "sigmoid",
+    jax.nn.sigmoid,
+    critical_point_table(_SIGMOID_POINTS),
+    derivatives.sigmoid_derivative,
+)
+TANH = _logistic_family(
+    "tanh", jnp.tanh, critical_point_table(_TANH_POINTS), derivatives.tanh_derivative
+)
+SOFTPLUS = _logistic_family(
+    "softplus", jax.nn.softplus, _softplus_points, derivatives.softplus_derivative
+)
+SWISH = _logistic_family(
+    "swish", jax.nn.silu, critical_point_table(_SWISH_POINTS), derivatives.swish_derivative
+)
 ERF = ElementwiseFunction("erf", jax.scipy.special.erf, critical_point_table(_ERF_POINTS))
 # Its own function, not 1 - erf: that cancels completely in the tail (erfc(6) ~ 2e-17).
 # Its derivatives are those of erf negated, so the extrema are the same.
