@@ -20,6 +20,7 @@ from jax.extend.core import primitives as P
 
 from optax_saferate.autobound import elementwise, enclosures
 from optax_saferate.autobound import logsumexp as lse
+from optax_saferate.autobound import maximum as maximum_rule
 from optax_saferate.autobound.elementwise import ElementwiseFunction
 from optax_saferate.autobound.enclosures import Context, TaylorEnclosure
 from optax_saferate.autobound.intervals import Interval
@@ -569,7 +570,14 @@ def _reduce_min(env, ctx, eqn, x):
 
 
 def reduce_extreme(env, ctx, x: TaylorEnclosure, axes) -> TaylorEnclosure:
-    """``max`` over ``axes`` as a balanced tree of pairwise ``b + relu(a - b)``."""
+    """``max`` over ``axes``: all candidates at once at degree 2 (see ``maximum.max_of``),
+    otherwise a balanced tree of pairwise ``b + relu(a - b)``."""
+    if ctx.degree == 2 and axes:
+        moved = enclosures.map_monotone(lambda c: jnp.moveaxis(c, axes, tuple(range(len(axes)))), x)
+        count = int(np.prod([x.shape[a] for a in axes]))
+        flat = enclosures.map_monotone(lambda c: c.reshape((count, *c.shape[len(axes) :])), moved)
+        candidates = [enclosures.map_monotone(lambda c, i=i: c[i], flat) for i in range(count)]
+        return maximum_rule.max_of(candidates, ctx)
     for axis in sorted(axes, reverse=True):
         while x.shape[axis] > 1:
             n = x.shape[axis]
@@ -650,7 +658,7 @@ def _pool_extreme(env, ctx, eqn, x: TaylorEnclosure, sign: float):
     config = [(lo, hi, 0) for lo, hi in padding]
     padded = enclosures.map_monotone(lambda c: lax.pad(c, zero, config), x)
     valid = lax.pad(jnp.ones(x.shape, bool), False, config)
-    best, best_valid = None, None
+    windows = []
     for offset in np.ndindex(*dims):
         start = [o * d for o, d in zip(offset, dilation, strict=True)]
         limit = [s + (n - 1) * st + 1 for s, n, st in zip(start, out_shape, strides, strict=True)]
@@ -658,7 +666,12 @@ def _pool_extreme(env, ctx, eqn, x: TaylorEnclosure, sign: float):
         def take(c, start=start, limit=limit):
             return lax.slice(c, start, limit, strides)
 
-        candidate, candidate_valid = enclosures.map_monotone(take, padded), take(valid)
+        windows.append((enclosures.map_monotone(take, padded), take(valid)))
+    if ctx.degree == 2:
+        candidates, masks = zip(*windows, strict=True)
+        return maximum_rule.max_of(candidates, ctx, valid=masks)
+    best, best_valid = None, None
+    for candidate, candidate_valid in windows:
         if best is None:
             best, best_valid = candidate, candidate_valid
             continue
