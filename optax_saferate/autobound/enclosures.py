@@ -199,6 +199,9 @@ def add(a: TaylorEnclosure, b: TaylorEnclosure, ctx: Context) -> TaylorEnclosure
     for r in (a.remainder, b.remainder):
         if r is not None:
             remainder = r if remainder is None else intervals.add(remainder, r)
+    shape = jnp.broadcast_shapes(a.shape, b.shape)
+    if jnp.shape(remainder.lo) != shape:  # every term has the result's shape
+        remainder = Interval(*(jnp.broadcast_to(e, shape) for e in remainder))
     return fold(coefficients, ctx, remainder)
 
 
@@ -218,6 +221,10 @@ def known_zero(x) -> bool:
 
 
 def add_constant(a: TaylorEnclosure, c: Array) -> TaylorEnclosure:
+    if not a.coefficients:  # degree 0: a plain interval
+        shape = jnp.broadcast_shapes(a.shape, jnp.shape(c))
+        lo, hi = (jnp.broadcast_to(e + c, shape) for e in a.remainder)
+        return TaylorEnclosure((), Interval(lo, hi))
     first = a.coefficients[0]
     if known_zero(first):
         shape = jnp.broadcast_shapes(jnp.shape(first), jnp.shape(c))
@@ -294,6 +301,8 @@ def combine_monotone(
         return TaylorEnclosure(coefficients, None)
 
     def end(op, which):
+        if n == 0 and not isinstance(op, TaylorEnclosure):
+            return op  # degree 0: a constant is its own range
         if isinstance(op, TaylorEnclosure):
             if op.remainder is not None:
                 return getattr(op.remainder, which)
@@ -381,7 +390,7 @@ def multiply(
     if a.remainder is not None:
         w_range = range_over(b, ctx) if not (b.is_exact and len(pb) == 1) else pb[0]
         remainder = _as_interval(apply_bilinear(op, a.remainder, w_range, elementwise))
-    if b.remainder is not None:
+    if b.remainder is not None and pa:
         u_range = polynomial_range(pa, ctx.trust_region) if len(pa) > 1 else pa[0]
         part = _as_interval(apply_bilinear(op, u_range, b.remainder, elementwise))
         remainder = part if remainder is None else intervals.add(remainder, part)

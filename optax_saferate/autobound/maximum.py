@@ -59,7 +59,7 @@ def max_of(candidates: Sequence[TaylorEnclosure], ctx: Context, valid=None) -> T
     inf = jnp.asarray(jnp.inf, a.dtype)
     ok = jnp.ones(a.shape, bool) if valid is None else jnp.stack(list(valid))
     a_valid = jnp.where(ok, a, -inf)
-    top = jnp.max(a_valid, axis=0)
+    top = jnp.max(a_valid, axis=0, keepdims=True)
     t = ctx.trust_region
     forward = t.hi > 0  # ties go to the steepest candidate on the side that is explored
     tied = ok & (a_valid == top)
@@ -67,10 +67,10 @@ def max_of(candidates: Sequence[TaylorEnclosure], ctx: Context, valid=None) -> T
     winner = jnp.argmax(slope_key, axis=0)
 
     def pick(x):
-        return jnp.take_along_axis(x, winner[None], axis=0)[0]
+        return jnp.take_along_axis(x, winner[None], axis=0)
 
     a_w, b_w, lo_w = pick(a), pick(b), pick(lo)
     delta = jnp.where(ok, top - a, 0)
     phi = jnp.maximum(_peak(delta, b - b_w, t.hi), _peak(delta, b_w - b, -t.lo))
     upper = jnp.where(ok, hi + phi, -inf)
-    return TaylorEnclosure((a_w, b_w), Interval(lo_w, jnp.max(upper, axis=0)))
+    return TaylorEnclosure((a_w[0], b_w[0]), Interval(lo_w[0], jnp.max(upper, axis=0)))

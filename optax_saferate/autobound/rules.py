@@ -177,6 +177,8 @@ def _sign(env, ctx, eqn, x):
     if isinstance(x, lse.PatternValue) and x.stage == lse.SUM:
         return jnp.ones(x.shape, x.z.dtype)
     r = enclosures.range_over(x, ctx)
+    if not x.coefficients:  # degree 0: sign is monotone
+        return TaylorEnclosure((), Interval(jnp.sign(r.lo), jnp.sign(r.hi)))
     value = jnp.sign(x.coefficients[0])
     constant = (r.lo > 0) | (r.hi < 0)
     spread = jnp.where(constant, 0.0, jnp.inf).astype(x.dtype)
@@ -450,6 +452,9 @@ def _pad(env, ctx, eqn, x, padding_value):
     if not is_constant(padding_value):
         raise NotImplementedError(f"pad with an input-dependent value at {_source(eqn)}")
     config = eqn.params["padding_config"]
+    if not x.coefficients:  # degree 0: the remainder is the value range itself
+        ends = (P.pad_p.bind(e, padding_value, padding_config=config) for e in x.remainder)
+        return TaylorEnclosure((), Interval(*ends))
     coefficients = [P.pad_p.bind(x.coefficients[0], padding_value, padding_config=config)]
     zero = jnp.zeros((), x.dtype)
     coefficients += [P.pad_p.bind(c, zero, padding_config=config) for c in x.coefficients[1:]]
@@ -498,8 +503,11 @@ def _select_n(env, ctx, eqn, predicate, *cases):
 def _select_by_comparison(ctx, eqn, comparison: Comparison, cases):
     d = comparison.difference
     r = enclosures.range_over(d, ctx)
-    d0 = d.coefficients[0]
-    at_reference = d0 > 0 if comparison.strict_positive else d0 >= 0
+    if d.coefficients:
+        d0 = d.coefficients[0]
+        at_reference = d0 > 0 if comparison.strict_positive else d0 >= 0
+    else:  # degree 0: only elements whose range keeps one sign are kept, decided by it
+        at_reference = r.lo > 0
     if comparison.negate:
         at_reference = ~at_reference
     # The choice is the same for every t when the range of d stays strictly on one side of 0.
@@ -691,6 +699,6 @@ def _source(eqn) -> str:
     try:
         from jax._src import source_info_util
 
-        return source_info_util.summarize(info)
+        return source_info_util.summarize(info) or "an unknown source line"
     except Exception:  # noqa: BLE001 - the location is a courtesy; never fail because of it
         return "an unknown source line"
