@@ -25,21 +25,34 @@ from jax import Array
 MAX_CLOSED_FORM_ORDER = 5
 
 
+def _logistic_parts(x: Array) -> tuple[Array, Array, Array]:
+    """``(σ(x), σ(-x), σ(-x) - σ(x))``, each to full relative accuracy in both tails.
+
+    From ``e = exp(-|x|)`` and ``m = expm1(-|x|)``: ``σ(|x|) = 1/(1+e)``, ``σ(-|x|) = e/(1+e)``
+    and ``σ(-|x|) - σ(|x|) = m/(1+e)`` (no cancellation near 0).
+    """
+    e = jnp.exp(-jnp.abs(x))
+    big = 1 / (1 + e)
+    small = e * big
+    difference = jnp.sign(x) * (jnp.expm1(-jnp.abs(x)) * big)
+    positive = x >= 0
+    return jnp.where(positive, big, small), jnp.where(positive, small, big), difference
+
+
 def sigmoid_derivative(order: int, x: Array) -> Array:
     """``σ^(order)(x)`` for the logistic sigmoid ``σ``."""
-    s = jax.nn.sigmoid(x)
+    s, q, q_minus_s = _logistic_parts(x)
     if order == 0:
         return s
-    q = jax.nn.sigmoid(-x)
     p = s * q
     if order == 1:
         return p
     if order == 2:
-        return p * (q - s)
+        return p * q_minus_s
     if order == 3:
         return p * (1 - 6 * p)
     if order == 4:
-        return p * (q - s) * (1 - 12 * p)
+        return p * q_minus_s * (1 - 12 * p)
     if order == 5:
         return p * (1 - 30 * p + 120 * p * p)
     raise ValueError(f"no closed form for order {order}")
@@ -47,19 +60,20 @@ def sigmoid_derivative(order: int, x: Array) -> Array:
 
 def tanh_derivative(order: int, x: Array) -> Array:
     if order == 0:
-        return jnp.tanh(x)
+        # tanh(x) = σ(2x) - σ(-2x): the same exp and expm1 as the derivatives at 2x.
+        return -_logistic_parts(2 * x)[2]
     return 2.0 ** (order + 1) * sigmoid_derivative(order, 2 * x)
 
 
 def softplus_derivative(order: int, x: Array) -> Array:
     if order == 0:
-        return jax.nn.softplus(x)
+        return jnp.maximum(x, 0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
     return sigmoid_derivative(order - 1, x)
 
 
 def swish_derivative(order: int, x: Array) -> Array:
     if order == 0:
-        return jax.nn.silu(x)
+        return x * sigmoid_derivative(0, x)
     return order * sigmoid_derivative(order - 1, x) + x * sigmoid_derivative(order, x)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from functools import partial
 from collections.abc import Callable, Sequence
 
 import jax
@@ -431,18 +432,27 @@ def _logistic_family(name, fn, points, closed_form):
 
 SIGMOID = _logistic_family(
     "sigmoid",
-    jax.nn.sigmoid,
+    partial(derivatives.sigmoid_derivative, 0),
     critical_point_table(_SIGMOID_POINTS),
     derivatives.sigmoid_derivative,
 )
 TANH = _logistic_family(
-    "tanh", jnp.tanh, critical_point_table(_TANH_POINTS), derivatives.tanh_derivative
+    "tanh",
+    partial(derivatives.tanh_derivative, 0),
+    critical_point_table(_TANH_POINTS),
+    derivatives.tanh_derivative,
 )
 SOFTPLUS = _logistic_family(
-    "softplus", jax.nn.softplus, _softplus_points, derivatives.softplus_derivative
+    "softplus",
+    partial(derivatives.softplus_derivative, 0),
+    _softplus_points,
+    derivatives.softplus_derivative,
 )
 SWISH = _logistic_family(
-    "swish", jax.nn.silu, critical_point_table(_SWISH_POINTS), derivatives.swish_derivative
+    "swish",
+    partial(derivatives.swish_derivative, 0),
+    critical_point_table(_SWISH_POINTS),
+    derivatives.swish_derivative,
 )
 ERF = ElementwiseFunction("erf", jax.scipy.special.erf, critical_point_table(_ERF_POINTS))
 # Its own function, not 1 - erf: that cancels completely in the tail (erfc(6) ~ 2e-17).
