@@ -117,13 +117,13 @@ def _values(group: _Group, field: str) -> list[float | None]:
     ]
 
 
-def _mean_std(values: Sequence[float | None], spec: str) -> str:
+def _mean_std(values: Sequence[float | None], spec: str, std_spec: str = ".2g") -> str:
     finite = [value for value in values if value is not None]
     if not finite:
         return "—"
     text = format(statistics.fmean(finite), spec)
     if len(finite) > 1:
-        text += " ± " + format(statistics.stdev(finite), spec)
+        text += " ± " + format(statistics.stdev(finite), std_spec)
     if len(finite) < len(values):
         text += f" ({len(finite)}/{len(values)} seeds)"
     return text
@@ -373,8 +373,10 @@ def _grid_table(config: ml_collections.ConfigDict, groups: dict[tuple, _Group]) 
             group = groups.get((TUNED, base, float(rate)), [])
             diverged = sum(outcome.record["diverged"] for outcome in group)
             cell = _mean_std(_values(group, "final_train_loss"), ".4g")
-            if diverged:
-                cell = f"diverged ({diverged}/{len(group)})" if diverged == len(group) else cell
+            if diverged == len(group):
+                cell = f"diverged ({diverged}/{len(group)})"
+            elif diverged:
+                cell = f"{cell}; {diverged} diverged"
             cells.append(cell)
         lines.append(f"| {rate:g} | " + " | ".join(cells) + " |")
     return lines
@@ -419,7 +421,7 @@ def _save(figure: Figure, path: Path) -> None:
 
 
 def _plot_curves(outcomes: Sequence[RunOutcome], x_field: str, path: Path, seed: int) -> None:
-    figure, (axes,) = _new_figure()
+    figure, (axes,) = _new_figure(width=10.0)
     colors = _colors(outcomes)
     for outcome in outcomes:
         xs = [row[x_field] for row in outcome.rows]
@@ -430,7 +432,7 @@ def _plot_curves(outcomes: Sequence[RunOutcome], x_field: str, path: Path, seed:
     x_label = "step" if x_field == "step" else "wall time in training steps (s)"
     axes.set(xlabel=x_label, ylabel="training loss", title=f"Training loss, seed {seed}")
     axes.grid(alpha=0.3, which="both")
-    axes.legend(fontsize="small", loc="upper right")
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _save(figure, path)
 
 
