@@ -24,15 +24,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
+from collections.abc import Sequence
 from functools import partial
-from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 from jax import Array
 
-from optax_saferate.autobound import derivatives, enclosures, intervals
-from optax_saferate.autobound.enclosures import Context, TaylorEnclosure
+from optax_saferate.autobound import derivatives
+from optax_saferate.autobound import enclosures
+from optax_saferate.autobound import intervals
+from optax_saferate.autobound.enclosures import Context
+from optax_saferate.autobound.enclosures import TaylorEnclosure
 from optax_saferate.autobound.intervals import Interval
 
 # Rounding-error allowance of the direct remainder ratio, in units of eps · (sum of the magnitudes

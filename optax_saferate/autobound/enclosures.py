@@ -20,7 +20,8 @@ between an enclosure and a constant are handled by the callers (``rules.py``) ch
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax.numpy as jnp

@@ -24,8 +24,11 @@ import dataclasses
 import jax.numpy as jnp
 from jax import Array
 
-from optax_saferate.autobound import elementwise, enclosures, intervals
-from optax_saferate.autobound.enclosures import Context, TaylorEnclosure
+from optax_saferate.autobound import elementwise
+from optax_saferate.autobound import enclosures
+from optax_saferate.autobound import intervals
+from optax_saferate.autobound.enclosures import Context
+from optax_saferate.autobound.enclosures import TaylorEnclosure
 from optax_saferate.autobound.intervals import Interval
 
 # The stages of the pattern, in order.
