@@ -334,8 +334,8 @@ def _saferate_steps(groups: dict[tuple, _Group]) -> list[str]:
         "",
         "## SafeRate's steps",
         "",
-        "Over all steps of all seeds; a refused step (learning rate 0) leaves the parameters "
-        "unchanged and halves the trust region.",
+        "Over all steps of all seeds. A refused step (learning rate 0) leaves the parameters "
+        "unchanged; when the bound was not finite it also halves the trust region.",
         "",
         "| run | median learning rate | max learning rate | refused steps per run |",
         "|---|---|---|---|",
