@@ -178,3 +178,17 @@ def test_four_devices_match_one_device(tmp_path):
             final_state(sharded_dir)["params"],
             final_state(single_dir)["params"],
         )
+
+
+def test_atomic_write_leaves_a_readable_file(tmp_path):
+    import os
+    import stat
+
+    from train import metrics
+
+    target = tmp_path / "report.md"
+    metrics.atomic_write(target, lambda f: f.write("hello"))
+    assert target.read_text() == "hello"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask

@@ -44,6 +44,10 @@ def atomic_write(path: str | os.PathLike, write: Any, mode: str = "w") -> None:
     try:
         with os.fdopen(descriptor, mode) as file:
             write(file)
+        # mkstemp creates the file private (0600); results and reports are for everyone to read.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)
