@@ -24,4 +24,5 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.pooling = "max"  # 2x2 max pooling after each convolution.
     config.model.dense_sizes = (32,)  # One hidden dense layer.
     config.compare.seeds = (0, 1, 2)  # Every run with three initialisations.
+    config.compare.num_steps = -1  # Compared runs train for config.num_steps.
     return config

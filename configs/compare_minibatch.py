@@ -22,6 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.dataset.batch_size = 128  # Mini-batches; the incomplete last batch is dropped.
     config.model.hidden_sizes = (128,)  # One hidden layer of 128 ReLU units.
     config.compare.seeds = (0, 1, 2)  # Every run with three initialisations.
+    config.compare.num_steps = -1  # Compared runs train for config.num_steps.
     # Batch losses are noisy: final loss and time to target use the mean over an epoch.
     config.compare.final_loss_window = 78
     return config

@@ -21,4 +21,5 @@ def get_config() -> ml_collections.ConfigDict:
     config.progress_bar = False  # train.compare prints a line per run instead.
     config.model.hidden_sizes = (128,)  # One hidden layer of 128 ReLU units.
     config.compare.seeds = (0, 1, 2)  # Every run with three initialisations.
+    config.compare.num_steps = -1  # Compared runs train for config.num_steps.
     return config

@@ -20,4 +20,5 @@ def get_config() -> ml_collections.ConfigDict:
     config.dataset.train_size = 5000  # The full batch: the first 5,000 training images.
     config.model.hidden_sizes = (128, 128, 128, 128)  # Four hidden layers.
     config.compare.seeds = (0, 1, 2)  # Every run with three initialisations.
+    config.compare.num_steps = -1  # Compared runs train for config.num_steps.
     return config

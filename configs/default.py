@@ -70,4 +70,5 @@ def get_config() -> ml_collections.ConfigDict:
     config.compare.saferate_bases = ("adam", "sgd", "momentum")  # SafeRate over each, untuned.
     config.compare.checkpoint_runs = False  # Keep checkpoint_every_steps for each run (resumable).
     config.compare.final_loss_window = 1  # Steps averaged into final loss and time-to-target.
+    config.compare.num_steps = 200  # Steps of every compared run; -1: config.num_steps.
     return config

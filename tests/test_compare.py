@@ -261,3 +261,18 @@ def test_every_comparison_config_plans_valid_runs(config_file):
         validate_config(spec.config)
         assert spec.config.checkpoint_every_steps == 0
         assert spec.config.num_steps == config.num_steps
+
+
+def test_compare_num_steps_overrides_the_run_length():
+    from configs import default
+    from train import compare
+
+    config = default.get_config()
+    config.num_steps = 1000
+    config.compare.num_steps = 7
+    assert all(spec.config.num_steps == 7 for spec in compare.plan_runs(config))
+    config.compare.num_steps = -1
+    assert all(spec.config.num_steps == 1000 for spec in compare.plan_runs(config))
+    config.compare.num_steps = 0
+    with pytest.raises(ValueError, match="compare.num_steps"):
+        compare.plan_runs(config)

@@ -145,6 +145,9 @@ def validate_compare_config(config: ml_collections.ConfigDict) -> None:
             "(from configs import default; config = default.get_config())."
         )
     compare = config.compare
+    steps = compare.get("num_steps", -1)
+    if not isinstance(steps, int) or not (steps == -1 or steps > 0):
+        raise ValueError(f"config.compare.num_steps={steps!r} must be -1 or a positive integer.")
     seeds = compare.seeds
     if (
         not isinstance(seeds, Sequence)
@@ -221,6 +224,8 @@ def _spec(
 ) -> RunSpec:
     run = config.copy_and_resolve_references()
     run.seed = seed
+    if config.compare.get("num_steps", -1) > 0:
+        run.num_steps = config.compare.num_steps
     if not config.compare.checkpoint_runs:
         run.checkpoint_every_steps = 0
     run.optimizer.name = name
