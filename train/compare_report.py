@@ -191,7 +191,7 @@ def _problem_lines(config: ml_collections.ConfigDict, outcomes: Sequence[RunOutc
     return [
         f"- Model: {model_text}; {config.dtype}.",
         f"- Data: `{dataset.name}`, {train_size} training and {test_size} test images, {batch}.",
-        f"- {config.num_steps} steps per run; seeds {', '.join(map(str, seeds))}.",
+        f"- {_steps_per_run(config)} steps per run; seeds {', '.join(map(str, seeds))}.",
         f"- Final train loss: {final}, as logged in `metrics.jsonl` (for a full batch: the loss "
         "at the parameters before the last update).",
         "- Wall time: seconds inside training steps (compilation and evaluation excluded), "
@@ -496,3 +496,9 @@ def _plot_grid(config: ml_collections.ConfigDict, groups: dict[tuple, _Group], p
         if axes.get_legend_handles_labels()[0]:
             axes.legend(fontsize="small")
     _save(figure, path)
+
+
+def _steps_per_run(config) -> int:
+    """``compare.num_steps`` when set, else the config's own ``num_steps``."""
+    steps = config.compare.get("num_steps", -1)
+    return steps if steps > 0 else config.num_steps
