@@ -19,10 +19,14 @@ from jax import Array
 from jax.extend import core as jcore
 from jax.extend.core import primitives as P
 
-from optax_saferate.autobound import elementwise, enclosures, intervals, rules
+from optax_saferate.autobound import elementwise
+from optax_saferate.autobound import enclosures
+from optax_saferate.autobound import intervals
 from optax_saferate.autobound import logsumexp as lse
+from optax_saferate.autobound import rules
 from optax_saferate.autobound.elementwise import ElementwiseFunction
-from optax_saferate.autobound.enclosures import Context, TaylorEnclosure
+from optax_saferate.autobound.enclosures import Context
+from optax_saferate.autobound.enclosures import TaylorEnclosure
 from optax_saferate.autobound.intervals import Interval
 
 # Functions recognised by name when JAX wraps them in a named jit or a custom_jvp/custom_vjp.
@@ -217,6 +221,17 @@ def _bind(eqn, inputs):
 _DROP_VAR = getattr(jcore, "DropVar", ())
 
 _CALL_PARAMS = ("jaxpr", "call_jaxpr", "fun_jaxpr")
+# The primitives that take the max of the log-sum-exp pattern on to its next stage.
+_MAX_STAGE_AWARE = (
+    P.max_p,
+    P.is_finite_p,
+    P.select_n_p,
+    P.stop_gradient_p,
+    P.convert_element_type_p,
+    P.broadcast_in_dim_p,
+    P.reshape_p,
+    P.squeeze_p,
+)
 
 
 def _apply_rule(eqn, inputs, env, ctx):
@@ -227,7 +242,15 @@ def _apply_rule(eqn, inputs, env, ctx):
         if result is not None:
             return result
         inputs = [rules.materialize(ctx, env, x) for x in inputs]
-    name = eqn.params.get("name")
+    if pattern and primitive not in _MAX_STAGE_AWARE:
+        # A max that is not the shift of a log-sum-exp (jnp.max(u) - c): a plain enclosure.
+        inputs = [
+            rules.materialize(ctx, env, x)
+            if isinstance(x, lse.PatternValue) and x.stage == lse.MAX
+            else x
+            for x in inputs
+        ]
+    name = _call_name(eqn)
     if name in NAMED_FUNCTIONS and len(inputs) >= 1 and isinstance(inputs[0], TaylorEnclosure):
         recognised = NAMED_FUNCTIONS[name](env, ctx, eqn, inputs)
         if recognised is not None:
@@ -244,6 +267,20 @@ def _apply_rule(eqn, inputs, env, ctx):
         "optax_saferate.autobound.register_elementwise(...) for an elementwise function wrapped in "
         "a named jax.jit / jax.custom_jvp, or register_primitive(primitive, rule)."
     )
+
+
+def _call_name(eqn) -> str | None:
+    """The function name of a named call: ``jit`` has a ``name`` parameter; ``custom_jvp_call``
+    and ``custom_vjp_call`` only carry it in the debug info of their body."""
+    name = eqn.params.get("name")
+    if name is not None:
+        return name
+    for key in _CALL_PARAMS:
+        body = eqn.params.get(key)
+        info = getattr(getattr(body, "jaxpr", body), "debug_info", None)
+        if info is not None and getattr(info, "func_name", None):
+            return info.func_name
+    return None
 
 
 def _walk_into(jaxpr, inputs, env, ctx):
@@ -352,7 +389,8 @@ def register_elementwise(
       >>> @jax.jit
       ... def cube_plus_x(x):
       ...     return x**3 + x
-      >>> _ = ab.register_elementwise("cube_plus_x", cube_plus_x, lambda j: (0.0,) if j == 1 else ())
+      >>> points = lambda j: (0.0,) if j == 1 else ()  # x³ + x: x³'s derivative is least at 0
+      >>> _ = ab.register_elementwise("cube_plus_x", cube_plus_x, points)
       >>> float(ab.taylor_bounds(cube_plus_x, 2)(1.0, (1.0, 2.0)).final_interval()[1])
       4.0
     """

@@ -18,11 +18,13 @@ import numpy as np
 from jax import lax
 from jax.extend.core import primitives as P
 
-from optax_saferate.autobound import elementwise, enclosures
+from optax_saferate.autobound import elementwise
+from optax_saferate.autobound import enclosures
 from optax_saferate.autobound import logsumexp as lse
 from optax_saferate.autobound import maximum as maximum_rule
 from optax_saferate.autobound.elementwise import ElementwiseFunction
-from optax_saferate.autobound.enclosures import Context, TaylorEnclosure
+from optax_saferate.autobound.enclosures import Context
+from optax_saferate.autobound.enclosures import TaylorEnclosure
 from optax_saferate.autobound.intervals import Interval
 
 Rule = Callable[..., object]
@@ -44,7 +46,7 @@ class Comparison:
 
     difference: TaylorEnclosure
     strict_positive: bool  # True for `> 0`, False for `>= 0`
-    negate: bool = False
+    nonzero: bool = False  # True for `!= 0` (then strict_positive does not matter)
 
 
 class Environment:
@@ -506,14 +508,16 @@ def _select_by_comparison(ctx, eqn, comparison: Comparison, cases):
     if d.coefficients:
         d0 = d.coefficients[0]
         at_reference = d0 > 0 if comparison.strict_positive else d0 >= 0
+        if comparison.nonzero:
+            at_reference = d0 != 0
     else:  # degree 0: only elements whose range keeps one sign are kept, decided by it
-        at_reference = r.lo > 0
-    if comparison.negate:
-        at_reference = ~at_reference
+        at_reference = (r.lo > 0) | (r.hi < 0) if comparison.nonzero else r.lo > 0
     # The choice is the same for every t when the range of d stays strictly on one side of 0.
     constant = (r.lo > 0) | (r.hi < 0)
     if len(cases) != 2:
         raise NotImplementedError(f"select_n with {len(cases)} cases at {_source(eqn)}")
+    if all(is_constant(c) for c in cases):  # a step function of the input
+        cases = tuple(enclosures.exact(jnp.broadcast_to(c, _out_shape(eqn))) for c in cases)
     chosen = enclosures.combine_monotone(
         lambda if_false, if_true: jnp.where(at_reference, if_true, if_false), cases, ctx
     )
@@ -524,14 +528,14 @@ def _select_by_comparison(ctx, eqn, comparison: Comparison, cases):
     return TaylorEnclosure(chosen.coefficients, remainder)
 
 
-def _comparison_rule(strict: bool, flip: bool, negate: bool = False):
+def _comparison_rule(strict: bool, flip: bool, nonzero: bool = False):
     def rule(env, ctx, eqn, a, b):
         if eqn.invars[0] is eqn.invars[1]:
-            value = not strict if not negate else strict
-            return jnp.full(_out_shape(eqn), value)
+            # x > x, x < x and x != x are false (x is finite), x >= x and x <= x true.
+            return jnp.full(_out_shape(eqn), not strict)
         lhs, rhs = (b, a) if flip else (a, b)
         difference = _fit(_subtract_values(ctx, lhs, rhs), eqn)
-        return Comparison(difference, strict, negate)
+        return Comparison(difference, strict, nonzero)
 
     return rule
 
@@ -540,7 +544,7 @@ RULES[P.gt_p] = _comparison_rule(strict=True, flip=False)
 RULES[P.ge_p] = _comparison_rule(strict=False, flip=False)
 RULES[P.lt_p] = _comparison_rule(strict=True, flip=True)
 RULES[P.le_p] = _comparison_rule(strict=False, flip=True)
-RULES[P.ne_p] = _comparison_rule(strict=True, flip=False, negate=True)
+RULES[P.ne_p] = _comparison_rule(strict=True, flip=False, nonzero=True)
 
 
 @register(P.is_finite_p)
@@ -591,21 +595,21 @@ def reduce_extreme(env, ctx, x: TaylorEnclosure, axes) -> TaylorEnclosure:
             n = x.shape[axis]
             half = n // 2
             first = enclosures.map_monotone(
-                lambda c, h=half: lax.slice_in_dim(c, 0, h, axis=axis), x
+                lambda c, h=half, axis=axis: lax.slice_in_dim(c, 0, h, axis=axis), x
             )
             second = enclosures.map_monotone(
-                lambda c, h=half: lax.slice_in_dim(c, h, 2 * h, axis=axis), x
+                lambda c, h=half, axis=axis: lax.slice_in_dim(c, h, 2 * h, axis=axis), x
             )
             merged = maximum(env, ctx, first, second)
             if n % 2:
                 last = enclosures.map_monotone(
-                    lambda c: lax.slice_in_dim(c, n - 1, n, axis=axis), x
+                    lambda c, n=n, axis=axis: lax.slice_in_dim(c, n - 1, n, axis=axis), x
                 )
                 merged = enclosures.combine_monotone(
-                    lambda p, q: jnp.concatenate([p, q], axis), [merged, last], ctx
+                    lambda p, q, axis=axis: jnp.concatenate([p, q], axis), [merged, last], ctx
                 )
             x = merged
-        x = enclosures.map_monotone(lambda c: jnp.squeeze(c, axis), x)
+        x = enclosures.map_monotone(lambda c, axis=axis: jnp.squeeze(c, axis), x)
     return x
 
 

@@ -1,0 +1,160 @@
+"""The jaxpr interpreter (``autobound.interpreter``): API, transformations, Taylor mode."""
+
+import doctest
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import check_bounds
+from helpers import compute_bounds
+from helpers import taylor_coefficient
+
+from optax_saferate import autobound as ab
+from optax_saferate.autobound import elementwise
+from optax_saferate.autobound import enclosures
+from optax_saferate.autobound import interpreter
+from optax_saferate.autobound import intervals
+from optax_saferate.autobound import logsumexp
+from optax_saferate.autobound import rules
+
+pytestmark = pytest.mark.usefixtures("autobound_numerics")
+
+W = np.random.default_rng(0).normal(size=(5, 3))
+
+
+def smooth(x):
+    return jnp.sum(jnp.tanh(W @ jnp.array([1.0, x, x * x]))) + jnp.exp(jnp.sin(x))
+
+
+def test_jit_compiles_once_for_new_reference_points_and_trust_regions():
+    traces = []
+
+    def f(x):
+        traces.append(None)  # runs only while tracing
+        return smooth(x)
+
+    bound = jax.jit(ab.taylor_bounds(f, 2))
+    first = bound(0.1, (0.0, 0.5))
+    second = bound(0.3, (-0.2, 1.0))
+    assert len(traces) == 1
+    assert bound._cache_size() == 1
+    assert not np.allclose(first.coefficients[0], second.coefficients[0])
+    with_ranges = jax.jit(ab.taylor_bounds(f, 2, propagate_trust_regions=True))
+    with_ranges(0.1, (0.0, 0.5))
+    with_ranges(0.2, (0.1, 0.5))
+    assert with_ranges._cache_size() == 1
+    assert len(traces) <= 2
+
+
+def test_jit_and_eager_agree():
+    x0, lo, hi = np.array([0.1, -0.5]), np.array([0.0, -1.0]), np.array([0.5, 0.0])
+    eager = compute_bounds(smooth, 3, x0, (lo, hi), jit=False)
+    jitted = compute_bounds(smooth, 3, x0, (lo, hi), jit=True)
+    for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-14)
+
+
+def test_vmap_over_reference_points_matches_single_calls():
+    x0 = np.array([0.0, 0.2, -0.7])
+    lo, hi = x0 - 0.1, x0 + np.array([0.3, 0.0, 1.0])
+    batched = jax.vmap(ab.taylor_bounds(smooth, 2))(x0, (lo, hi))
+    for i in range(3):
+        single = ab.taylor_bounds(smooth, 2)(x0[i], (lo[i], hi[i]))
+        for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(single), strict=True):
+            np.testing.assert_allclose(a[i], b, rtol=1e-14)
+
+
+@pytest.mark.parametrize("degree", [1, 2, 3, 4])
+def test_zero_width_trust_region_is_taylor_mode_autodiff(degree):
+    def f(x):
+        return jnp.sin(x) * jnp.exp(x) + jax.nn.softplus(3 * x) / (2 + x * x)
+
+    x0 = np.array([-1.0, 0.0, 0.4, 2.0])
+    bounds = compute_bounds(f, degree, x0, (x0, x0), jit=False)
+    x64 = jnp.asarray(x0)
+    for order, c in enumerate(bounds.coefficients[:-1]):
+        expected = jax.vmap(taylor_coefficient(f, order))(x64)
+        np.testing.assert_allclose(c, expected, rtol=1e-12, atol=1e-14)
+    lo, hi = bounds.final_interval()
+    expected = jax.vmap(taylor_coefficient(f, degree))(x64)
+    np.testing.assert_allclose(lo, expected, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(hi, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_propagate_trust_regions_is_sound_and_never_looser():
+    # log(2 + sin(x)) on a wide region: the degree-2 range of sin overshoots [-1, 1], so the
+    # argument of log may look non-positive; plain interval ranges know sin is in [-1, 1].
+    def f(x):
+        return jnp.log(2.05 + jnp.sin(x)) + jnp.sqrt(1.5 + jnp.cos(3 * x))
+
+    x0 = np.array([0.0, 1.0, -2.0, 0.5])
+    lo, hi = x0 - np.array([0.0, 2.0, 1.0, 0.1]), x0 + np.array([4.0, 2.0, 3.0, 0.1])
+    plain = compute_bounds(f, 2, x0, (lo, hi), jit=False)
+    ranged = check_bounds(f, x0, (lo, hi), 2, propagate_trust_regions=True, jit=False)
+    width = [np.subtract(*b.final_interval()[::-1]) for b in (plain, ranged)]
+    assert np.all(width[1] <= width[0])
+    assert np.all(np.isfinite(width[1])) and not np.all(np.isfinite(width[0]))
+    check_bounds(smooth, x0, (lo, hi), 3, propagate_trust_regions=True, jit=False)
+
+
+@pytest.mark.parametrize("degree", [0, -1, 1.5, "2", None])
+def test_degree_must_be_a_positive_integer(degree):
+    with pytest.raises(ValueError, match="max_degree"):
+        ab.taylor_bounds(smooth, degree)
+
+
+def test_vector_input_is_refused_with_a_clear_message():
+    with pytest.raises(NotImplementedError, match="scalar") as error:
+        ab.taylor_bounds(lambda x: jnp.sum(x**2), 2)(jnp.ones(3), (jnp.zeros(3), jnp.ones(3)))
+    assert "x0 + t·direction" in str(error.value)
+
+
+def test_multiple_outputs_are_refused():
+    with pytest.raises(ValueError, match="single array"):
+        ab.taylor_bounds(lambda x: (x, x * x), 2)(0.0, (0.0, 1.0))
+
+
+def test_array_valued_and_constant_functions():
+    def f(x):
+        return jnp.stack([jnp.exp(x), 3.0 + 0 * x, x * x])
+
+    bounds = check_bounds(f, [0.5], ([0.0], [1.0]), 2, jit=False)
+    assert bounds.coefficients[0].shape == (1, 3)
+    constant = ab.taylor_bounds(lambda x: jnp.ones(2) * 4.0, 3)(0.5, (0.0, 1.0))
+    np.testing.assert_array_equal(constant.coefficients[0], [4.0, 4.0])
+    for c in (*constant.coefficients[1:-1], *constant.final_interval()):
+        np.testing.assert_array_equal(c, 0.0)
+
+
+def test_lower_and_upper_at_the_reference_point_even_when_unbounded():
+    bounds = ab.taylor_bounds(lambda x: jnp.where(x > 0.5, x, -x), 2)(0.5, (0.0, 1.0))
+    lo, hi = bounds.final_interval()
+    assert np.isneginf(lo) and np.isposinf(hi)
+    assert float(bounds.lower(0.5)) == float(bounds.upper(0.5)) == -0.5
+    assert np.isneginf(bounds.lower(1.0)) and np.isposinf(bounds.upper(1.0))
+
+
+def test_integer_and_python_reference_points():
+    bounds = ab.taylor_bounds(jnp.exp, 2)(1, (1, 2))
+    assert jnp.issubdtype(bounds.coefficients[0].dtype, jnp.floating)
+    np.testing.assert_allclose(bounds.coefficients[0], math.e)
+    assert bounds.degree == 2
+
+
+@pytest.mark.parametrize(
+    "module", [ab, interpreter, elementwise, enclosures, intervals, logsumexp, rules]
+)
+def test_docstring_examples_run(module):
+    failures, _ = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert failures == 0
+
+
+def test_readme_style_example():
+    bounds = ab.taylor_bounds(jnp.exp, 2)(0.0, (0.0, 1.0))
+    c0, c1, (lo, hi) = bounds.coefficients
+    assert (float(c0), float(c1)) == (1.0, 1.0)
+    np.testing.assert_allclose([lo, hi], [0.5, math.e - 2], rtol=1e-13)
+    for x in np.linspace(0, 1, 11):
+        assert bounds.lower(x) <= math.exp(x) <= bounds.upper(x)
