@@ -25,6 +25,8 @@ and the rounding-error scale ``M`` of evaluating ``f`` at ``x`` and at ``x0``
 * float32: a relative tolerance ``FLOAT32_RTOL`` of it, about a thousand float32 ulps. The
   engine's float32 derivatives carry errors the float64 reference does not (``1 - tanh²``
   cancels for saturated units; each layer's sums round), of a size the helper cannot see.
+
+Both add ``UNDERFLOW_UNITS`` times the smallest normal number of the dtype, absolutely.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ BATCH = 64
 # test_interpreter.py compares default jit with eager execution).
 FAST_COMPILE = {"xla_backend_optimization_level": 0}
 FLOAT64_ULPS = 16
+# XLA flushes subnormal results to zero, so each op may also lose up to the smallest normal
+# number in absolute terms (x0 = 2e-23 in float32: x0² is 0, not 5e-46).
+UNDERFLOW_UNITS = 64
 FLOAT32_RTOL = 1e-4
 # Exact coefficients against autodiff (different operation orders, and for float32 a float64
 # reference): relative to the coefficient's size across the batch.
@@ -310,7 +315,8 @@ def check_bounds(
     assert not np.any(np.isnan(lower) | np.isnan(upper)), "NaN bound"
     magnitude = term_magnitude(bounds, points, values)
     magnitude = magnitude + rounding
-    tolerance = tolerance_factor(dtype) * magnitude
+    underflow = UNDERFLOW_UNITS * float(np.finfo(dtype).tiny)
+    tolerance = tolerance_factor(dtype) * magnitude + underflow
     _assert_all(lower <= values + tolerance, "lower bound above f", points, lower, values, bounds)
     _assert_all(values <= upper + tolerance, "upper bound below f", points, upper, values, bounds)
 
@@ -318,7 +324,7 @@ def check_bounds(
         rtol = COEFFICIENT_RTOL[dtype]
         for order, c in enumerate(bounds.coefficients[:-1]):
             scale = np.abs(expected[order]) + np.max(np.abs(expected[order]), axis=0, keepdims=True)
-            error = np.abs(np.asarray(c, np.float64) - expected[order])
+            error = np.abs(np.asarray(c, np.float64) - expected[order]) - underflow
             _assert_all(
                 error <= rtol * scale,
                 f"coefficient {order} differs",
@@ -329,6 +335,7 @@ def check_bounds(
             )
         true_k = expected[degree]
         slack = rtol * (np.abs(true_k) + np.max(np.abs(true_k), axis=0, keepdims=True))
+        slack = slack + underflow
         inside = (lo_k - slack <= true_k) & (true_k <= hi_k + slack)
         _assert_all(inside, f"interval misses f^({degree})/{degree}!", x0, lo_k, true_k, bounds)
     return jax.tree.map(lambda a: a[:cases], bounds)

@@ -6,7 +6,7 @@ functions and ``+ - * /``, or an MLP of depth 1-3 with a random activation and l
 1e-6..2, then runs ``helpers.check_bounds`` on it. Functions are built finite on the whole
 trust region (``log(1 + u²)``, ``u / (c + v²)``, …); examples whose values still overflow are
 rejected, because a bound of a function that is infinite somewhere in the region is meaningless.
-Each test counts the examples that ran and requires most of its budget to have run.
+Each test counts the examples that ran and requires at least half of its budget to have run.
 """
 
 import jax
@@ -93,6 +93,13 @@ def build(tree):
     return lambda x: BINARY[kind](left(x), right(x))
 
 
+KINKED = {"relu", "elu", "leaky_relu", "abs", "max", "min"}
+
+
+def _uses(tree, names) -> bool:
+    return tree[0] in names or any(isinstance(t, tuple) and _uses(t, names) for t in tree[1:])
+
+
 def _depends_on_x(tree) -> bool:
     return tree[0] == "x" or any(isinstance(t, tuple) and _depends_on_x(t) for t in tree[1:])
 
@@ -116,7 +123,9 @@ def _finite_everywhere(f, lo, hi, limit=1e6) -> bool:
     return bool(np.all(np.isfinite(values)) and np.all(np.abs(values) < limit))
 
 
-COMPOSITION_EXAMPLES = 24
+# The hypothesis profile sets the budget (conftest.py): 20 and 6 examples by default, 200 and
+# 66 with HYPOTHESIS_PROFILE=thorough.
+COMPOSITION_EXAMPLES = settings.default.max_examples
 
 
 def test_random_compositions_are_sound():
@@ -133,7 +142,12 @@ def test_random_compositions_are_sound():
         f = build(tree)
         x0, (lo, hi) = region
         assume(_finite_everywhere(f, lo, hi))
-        check_bounds(f, x0, (lo, hi), degree, dtype, jit=False, samples=32)
+        # At a kink (relu(x) at x0 = 0) autodiff returns one of the one-sided derivatives, not
+        # the Taylor coefficient; there only the bounds themselves can be checked.
+        check_taylor = not _uses(tree, KINKED)
+        check_bounds(
+            f, x0, (lo, hi), degree, dtype, jit=False, samples=32, check_taylor=check_taylor
+        )
         ran.append(tree)
 
     check()
@@ -148,7 +162,7 @@ ACTIVATIONS = {
     "gelu": jax.nn.gelu,
     "elu": jax.nn.elu,
 }
-MLP_EXAMPLES = 12
+MLP_EXAMPLES = max(settings.default.max_examples // 3, 1)
 
 
 def _mlp_loss(seed, widths, activation, loss, dtype):
@@ -204,7 +218,8 @@ def test_random_mlps_are_sound():
         f = _mlp_loss(seed, widths, activation, loss, dtype)
         x0, (lo, hi) = region
         assume(_finite_everywhere(f, lo, hi))
-        check_bounds(f, x0, (lo, hi), degree, dtype, jit=False, samples=32)
+        # A new network shape every example: compiling once beats executing op by op.
+        check_bounds(f, x0, (lo, hi), degree, dtype, jit=True, samples=32)
         ran.append(seed)
 
     check()
