@@ -26,6 +26,7 @@ def _tiny_config():
     config.compare.learning_rates = (1e-2, DIVERGING_RATE)
     config.compare.saferate_bases = ("adam",)
     config.compare.peers = ("prodigy",)
+    config.compare.num_steps = -1  # the runs train for the 3 steps above
     return config
 
 
