@@ -127,12 +127,7 @@ for _primitive, _spec in _SIMPLE_FUNCTIONS.items():
 
 @register(P.integer_pow_p)
 def _integer_pow(env, ctx, eqn, x):
-    n = eqn.params["y"]
-    if n == 0:
-        return jnp.ones(x.shape, x.dtype)
-    if n == 1:
-        return x
-    return apply_function(env, ctx, elementwise.integer_power(n), x)
+    return _integer_pow_value(env, ctx, x, eqn.params["y"])
 
 
 @register(P.square_p)
