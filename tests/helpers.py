@@ -41,10 +41,6 @@ import numpy as np
 from optax_saferate import autobound as ab
 
 BATCH = 64
-# The tests compile hundreds of one-off functions; XLA's backend optimisations cost more time
-# than they save there. Values agree with default compilation up to rounding (and
-# test_interpreter.py compares default jit with eager execution).
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
 FLOAT64_ULPS = 16
 # XLA flushes subnormal results to zero, so each op may also lose up to the smallest normal
 # number in absolute terms (x0 = 2e-23 in float32: x0² is 0, not 5e-46).
@@ -116,7 +112,7 @@ def compute_bounds(f, degree, x0, trust_region, *, jit=True, propagate_trust_reg
     """Batched bounds: ``x0`` and both ends of ``trust_region`` are 1-D arrays of one length."""
     bound = jax.vmap(ab.taylor_bounds(f, degree, propagate_trust_regions=propagate_trust_regions))
     if jit:
-        bound = jax.jit(bound, compiler_options=FAST_COMPILE)
+        bound = jax.jit(bound)
     n = len(x0)
     x0, lo, hi = pad_cases(np.asarray(x0), *(np.asarray(e) for e in trust_region))
     bounds = bound(jnp.asarray(x0), (jnp.asarray(lo), jnp.asarray(hi)))
@@ -131,9 +127,7 @@ def evaluate_bounds(bounds: ab.TaylorBounds, points, jit=True) -> tuple[np.ndarr
 
     points = jnp.asarray(points, jnp.result_type(bounds.x0))
     evaluate = jax.vmap(one_case)
-    lower, upper = (jax.jit(evaluate, compiler_options=FAST_COMPILE) if jit else evaluate)(
-        bounds, points
-    )
+    lower, upper = (jax.jit(evaluate) if jit else evaluate)(bounds, points)
     return np.asarray(lower, np.float64), np.asarray(upper, np.float64)
 
 
@@ -353,7 +347,7 @@ def _reference(f, degree, points, x0, jit):
         return values, coefficients, rounding
 
     if jit:
-        compute = jax.jit(compute, compiler_options=FAST_COMPILE)
+        compute = jax.jit(compute)
     values, coefficients, rounding = compute(
         jnp.asarray(points, jnp.float64), jnp.asarray(x0, jnp.float64)
     )

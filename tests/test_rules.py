@@ -281,8 +281,9 @@ def _loss_along_a_line(name, dtype=np.float64, scale=1.0):
     return f
 
 
-# The default run bounds the log-sum-exp losses together at each degree (degree 3 takes another
-# path than 2) and the regression losses together at degree 2; the slow run each loss on its own.
+# The default run bounds the log-sum-exp losses together and the regression losses together, at
+# degree 2; the slow run also the log-sum-exp group at degree 3 (another path) and each loss alone
+# at each degree.
 LOSS_GROUPS = {
     "regression": ["squared error", "huber"],
     "log-sum-exp": [name for name in LOSSES if name not in ("squared error", "huber")],
@@ -291,11 +292,8 @@ LOSS_GROUPS = {
 
 @pytest.mark.parametrize(
     "names, degree",
-    [
-        pytest.param(names, degree, id=f"{group}-{degree}")
-        for group, names in LOSS_GROUPS.items()
-        for degree in ((1, 2, 3) if group == "log-sum-exp" else (2,))
-    ]
+    [pytest.param(names, 2, id=f"{group}-2") for group, names in LOSS_GROUPS.items()]
+    + [pytest.param(LOSS_GROUPS["log-sum-exp"], 3, id="log-sum-exp-3", marks=pytest.mark.slow)]
     + [
         pytest.param([name], degree, id=f"{name}-{degree}", marks=pytest.mark.slow)
         for name in LOSSES
@@ -325,7 +323,7 @@ def test_loss_float32(names):
 LSE_LOSSES = [name for name in LOSSES if "squared" not in name and "huber" not in name]
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("dtype", [pytest.param(np.float64, marks=pytest.mark.slow), np.float32])
 @pytest.mark.parametrize(
     "names",
     [pytest.param(LSE_LOSSES, id="all")]
@@ -435,7 +433,7 @@ def test_mlp_with_cross_entropy(pair, degree):
     check_bounds(f, x0, region, degree, jit=JIT)
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("dtype", [np.float64, pytest.param(np.float32, marks=pytest.mark.slow)])
 def test_mlp_with_squared_error_and_layer_norm(dtype):
     model = nnx.Sequential(
         nnx.Linear(6, 12, param_dtype=dtype, rngs=nnx.Rngs(0)),
@@ -539,7 +537,7 @@ def _closed_call_inner(x):
 
 WRAPPERS = {
     "jit": jax.jit(_inner),
-    "nested jit": jax.jit(lambda x: jax.jit(_inner)(x) * 1.0),
+    "nested jit": jax.jit(lambda x: jax.jit(_inner)(x)),
     "custom_jvp": _custom_jvp_inner,
     "custom_vjp": _custom_vjp_inner,
     "checkpoint": jax.checkpoint(_inner),
@@ -549,11 +547,11 @@ WRAPPERS = {
 
 @pytest.mark.parametrize("name", list(WRAPPERS))
 def test_wrappers_are_walked_into(name):
-    x0, region = np.array([0.3, -0.2]), (np.array([0.3, -1.0]), np.array([1.0, 0.0]))
-    got = compute_bounds(WRAPPERS[name], 2, x0, region, jit=JIT)
-    want = compute_bounds(_inner, 2, x0, region, jit=JIT)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        np.testing.assert_array_equal(a, b)
+    # Walked into, never passed through: the bound is the very computation that bounds the
+    # unwrapped function (the same jaxpr, so the same numbers).
+    wrapped = jax.make_jaxpr(ab.taylor_bounds(WRAPPERS[name], 2))(0.3, (0.3, 1.0))
+    plain = jax.make_jaxpr(ab.taylor_bounds(_inner, 2))(0.3, (0.3, 1.0))
+    assert str(wrapped) == str(plain)
 
 
 def test_wrapped_function_is_sound():
@@ -671,7 +669,7 @@ def test_not_equal_and_constant_branches():
         safe = jnp.where(jnp.sin(x) != 0.3, x, 2 * x)
         return safe + jnp.where(x != x, 10.0, 0.0) + jnp.logaddexp(jnp.sin(x), jnp.cos(x))
 
-    check_bounds(f, [0.0, 1.0], ([0.0, 0.9], [0.2, 1.5]), 2, jit=False)
+    check_bounds(f, [0.0, 1.0], ([0.0, 0.9], [0.2, 1.5]), 2, jit=JIT)
 
     def step(x):  # both branches constant: a step function of x
         return jnp.where(x > 0.5, 1.0, 2.0)

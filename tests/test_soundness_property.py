@@ -123,9 +123,9 @@ def _finite_everywhere(f, lo, hi, limit=1e6) -> bool:
     return bool(np.all(np.isfinite(values)) and np.all(np.abs(values) < limit))
 
 
-# The hypothesis profile sets the budget (conftest.py): 20 and 6 examples by default, 200 and
+# The hypothesis profile sets the budget (conftest.py): 40 and 6 examples by default, 400 and
 # 66 with HYPOTHESIS_PROFILE=thorough.
-COMPOSITION_EXAMPLES = settings.default.max_examples
+COMPOSITION_EXAMPLES = 2 * settings.default.max_examples
 
 
 def test_random_compositions_are_sound():
