@@ -234,6 +234,28 @@ def test_trust_region_doubles_when_step_uses_half_of_it():
     assert float(state.max_learning_rate) == 2.0
 
 
+def test_a_step_below_the_losss_rounding_unit_is_refused():
+    # float32: eps·|h(0)| = 1.2e-7·1e8 = 12 exceeds the whole possible decrease of 3.
+    loss = lambda p: 1e8 + jnp.sum(p**2)  # noqa: E731
+    tx = osr.scale_by_saferate(initial_max_learning_rate=1.0)
+    params = jnp.ones(3, jnp.float32)
+    state = tx.init(params)
+    updates, state = tx.update(-jax.grad(loss)(params), state, params, value_fn=loss)
+    assert float(jnp.abs(updates).max()) == 0.0
+    assert int(state.refused_steps) == 1
+    assert float(state.max_learning_rate) == 0.5
+
+
+def test_dead_rows_on_the_relu_kink_do_not_stall_training():
+    """Regression (hypothesis found it): two samples whose hidden units are all dead put the
+    second layer's preactivation exactly on the kink. A first step of 1e-11 moved them beside
+    it, where the sharp kink term 1/(4|u0|) is ~1e11, and training stalled for good."""
+    loss, params = _mlp_problem(17197, 2, 8, "relu", "ce", jnp.float32)
+    _, state, values = _run(osr.saferate(optax.adam(1.0)), loss, params, 50)
+    assert np.all(np.diff(values) <= 8 * np.finfo(np.float32).eps * np.abs(values[:-1]))
+    assert values[-1] < 0.8 * values[0]
+
+
 def test_minimize_quadratic_bound_cases():
     f = osr.minimize_quadratic_bound
     assert float(f(-2.0, 1.0, 10.0)) == 1.0  # interior vertex
