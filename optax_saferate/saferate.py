@@ -203,7 +203,10 @@ def scale_by_saferate(
         zero = jnp.zeros((), dtype)
         # A NumPy zero is known while tracing: the bound pass then starts from `params` itself
         # and XLA shares its first matmul with the gradient computation.
-        bounds = taylor_bounds(along_direction, 2)(np.zeros((), dtype), (zero, max_lr))
+        # The region's lower end is a NumPy zero too: the engine then knows that end is the
+        # reference point and bounds each activation's remainder at the far end only.
+        origin = np.zeros((), dtype)
+        bounds = taylor_bounds(along_direction, 2)(origin, (origin, max_lr))
         h0, slope, (curvature_lo, curvature_hi) = bounds.coefficients
         finite = jnp.isfinite(h0) & jnp.isfinite(slope) & jnp.isfinite(curvature_hi)
         descent = finite & (slope < 0)

@@ -134,6 +134,28 @@ class ElementwiseFunction:
             high = jnp.where(inside, jnp.maximum(high, value), high)
         return Interval(low, high)
 
+    def range_between(self, order: int, a: Array, b: Array) -> Interval:
+        """:meth:`range_of_derivative` over the hull of ``a`` and ``b``, given in either order.
+
+        The derivative is evaluated at ``a`` and ``b`` themselves rather than at their min and
+        max, so that XLA merges those evaluations with the others at the same points (the
+        reference point ``u_0`` and the range ends): one ``exp`` per point, not one per use.
+        """
+        if self.derivative_range is not None:
+            return self.derivative_range(order, jnp.minimum(a, b), jnp.maximum(a, b))
+        points = self.critical_points(order)
+        if points is None:
+            return self.range_of_derivative(order, a, b)  # raises the explanatory error
+        at_a, at_b = self.nth_derivative(order, a), self.nth_derivative(order, b)
+        low, high = jnp.minimum(at_a, at_b), jnp.maximum(at_a, at_b)
+        lo, hi = jnp.minimum(a, b), jnp.maximum(a, b)
+        for p in points:
+            inside = (lo < p) & (p < hi)
+            value = self.nth_derivative(order, jnp.full_like(lo, p))
+            low = jnp.where(inside, jnp.minimum(low, value), low)
+            high = jnp.where(inside, jnp.maximum(high, value), high)
+        return Interval(low, high)
+
     def is_monotone_derivative(self, order: int, lo: Array, hi: Array) -> Array:
         if self.monotone_derivative is not None:
             return self.monotone_derivative(order, lo, hi)
@@ -188,7 +210,7 @@ def _ratio_at(spec, v, u0, coefficients, degree, series_available):
     )
     if series_available:
         # R_k(v) = d_k + Δ·σ^(k+1)(ξ)/(k+1)! for some ξ between u0 and v.
-        next_range = spec.range_of_derivative(degree + 1, jnp.minimum(u0, v), jnp.maximum(u0, v))
+        next_range = spec.range_between(degree + 1, u0, v)
         next_range = Interval(
             *(
                 jnp.where(jnp.isnan(e), s * inf, e)
@@ -209,29 +231,45 @@ def _ratio_at(spec, v, u0, coefficients, degree, series_available):
 
 
 def remainder_interval(
-    spec: ElementwiseFunction, u0: Array, r: Interval, degree: int, coefficients: list[Array]
+    spec: ElementwiseFunction,
+    u0: Array,
+    r: Interval,
+    degree: int,
+    coefficients: list[Array],
+    far_end: Array | None = None,
 ) -> Interval:
     """``S`` for ``σ`` at ``u0`` over the range ``r`` (which contains ``u0``), degree ``k >= 1``.
 
-    ``coefficients`` holds ``σ^(i)(u0)/i!`` for ``i <= k``.
+    ``coefficients`` holds ``σ^(i)(u0)/i!`` for ``i <= k``. ``far_end``, when given, says that
+    ``r`` is the hull of ``u0`` and that one point (a linear input over a trust region with an
+    end at 0, SafeRate's case): ``R_k`` at ``u0`` is ``d_k`` itself, so only the far end needs
+    the ratio, which halves the elementwise work.
     """
     dtype = jnp.result_type(u0)
     inf = jnp.asarray(jnp.inf, dtype)
     ok = spec.in_domain(r)
-    # Evaluate on a harmless range where the domain check failed; the result is replaced below.
-    lo = jnp.where(ok, r.lo, u0)
-    hi = jnp.where(ok, r.hi, u0)
     scale = 1.0 / math.factorial(degree)
-    classical = intervals.scale(spec.range_of_derivative(degree, lo, hi), scale)
-    monotone = spec.is_monotone_derivative(degree, lo, hi)
     series_available = spec.supports_order(degree + 1)
-    at_lo = _ratio_at(spec, lo, u0, coefficients, degree, series_available)
-    at_hi = _ratio_at(spec, hi, u0, coefficients, degree, series_available)
     d_k = coefficients[degree]
-    sharp = Interval(
-        jnp.minimum(jnp.minimum(at_lo.lo, at_hi.lo), d_k),
-        jnp.maximum(jnp.maximum(at_lo.hi, at_hi.hi), d_k),
-    )
+    if far_end is None:
+        # Evaluate on a harmless range where the domain check failed; replaced below.
+        lo = jnp.where(ok, r.lo, u0)
+        hi = jnp.where(ok, r.hi, u0)
+        classical = spec.range_between(degree, lo, hi)
+        at_lo = _ratio_at(spec, lo, u0, coefficients, degree, series_available)
+        at_hi = _ratio_at(spec, hi, u0, coefficients, degree, series_available)
+        sharp = Interval(
+            jnp.minimum(jnp.minimum(at_lo.lo, at_hi.lo), d_k),
+            jnp.maximum(jnp.maximum(at_lo.hi, at_hi.hi), d_k),
+        )
+    else:
+        v = jnp.where(ok, far_end, u0)
+        lo, hi = jnp.minimum(u0, v), jnp.maximum(u0, v)
+        classical = spec.range_between(degree, u0, v)
+        at_v = _ratio_at(spec, v, u0, coefficients, degree, series_available)
+        sharp = Interval(jnp.minimum(at_v.lo, d_k), jnp.maximum(at_v.hi, d_k))
+    classical = intervals.scale(classical, scale)
+    monotone = spec.is_monotone_derivative(degree, lo, hi)
     both = intervals.intersect(sharp, classical)
     # Both contain the true set; an empty intersection can only come from rounding.
     consistent = both.lo <= both.hi
@@ -593,8 +631,24 @@ def enclose(
         )
     u0 = a.coefficients[0]
     coefficients = taylor_coefficients(spec, u0, k + 1)
-    s = remainder_interval(spec, u0, r, k, coefficients)
+    s = remainder_interval(spec, u0, r, k, coefficients, _far_end(a, ctx, known_range))
     return _compose(coefficients, s, a, ctx)
+
+
+def _far_end(a: TaylorEnclosure, ctx: Context, known_range: Interval | None) -> Array | None:
+    """``u0 + t_far·u1`` when ``u`` is linear in ``t`` and the trust region has an end at a known
+    0 (so the range of ``u`` is the hull of ``u0`` and that point); ``None`` otherwise."""
+    t = ctx.trust_region
+    if known_range is not None or a.remainder is not None or len(a.coefficients) != 2:
+        return None
+    if enclosures.known_zero(t.lo):
+        end = t.hi
+    elif enclosures.known_zero(t.hi):
+        end = t.lo
+    else:
+        return None
+    u0, u1 = a.coefficients
+    return u0 + end * u1
 
 
 def enclose_relu(a: TaylorEnclosure, ctx: Context, known_range: Interval | None = None):
@@ -675,9 +729,13 @@ def _relu_degree_two(a: TaylorEnclosure, r: Interval, ctx: Context) -> TaylorEnc
     kink_hi = jnp.where(one_sided, kink_hi, inf)
     at_kink = u0 == 0
     c1 = jnp.where(at_kink, kink_slope, jnp.where(positive, u1, zero))
-    remainder = Interval(
-        jnp.where(at_kink, kink_lo, smooth_lo), jnp.where(at_kink, kink_hi, smooth_hi)
-    )
+    remainder_hi = jnp.where(at_kink, kink_hi, smooth_hi)
+    known_one_sided = enclosures.known_zero(t.lo) or enclosures.known_zero(t.hi)
+    if u2 is None and known_one_sided:
+        # Linear input, one-sided region: both lower ends are 0 (see the cases above), which
+        # the next contraction uses to skip the midpoint-radius form (intervals.FromZero).
+        return TaylorEnclosure((jnp.maximum(u0, 0), c1), intervals.FromZero(zero, remainder_hi))
+    remainder = Interval(jnp.where(at_kink, kink_lo, smooth_lo), remainder_hi)
     return TaylorEnclosure((jnp.maximum(u0, 0), c1), remainder)
 
 

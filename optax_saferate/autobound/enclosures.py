@@ -321,7 +321,7 @@ def combine_monotone(
 # --------------------------------------------------------------------------- bilinear arithmetic
 
 
-def apply_bilinear(op, x, y, elementwise: bool = False):
+def apply_bilinear(op, x, y, elementwise: bool = False, op_many=None):
     """``op(x, y)`` for a bilinear ``op`` where either operand may be an :class:`Interval`.
 
     Exact operands give an exact array. An interval operand enters in midpoint-radius form:
@@ -340,6 +340,8 @@ def apply_bilinear(op, x, y, elementwise: bool = False):
         if not y_interval:
             return intervals.scale(xi, y)
         return intervals.multiply(xi, yi)
+    if isinstance(x, intervals.FromZero) or isinstance(y, intervals.FromZero):
+        return _bilinear_from_zero(op, x, y, op_many)
     if x_interval and not y_interval:
         mid, rad = _mid_rad(x)
         return intervals.from_midpoint_radius(op(mid, y), op(rad, jnp.abs(y)))
@@ -351,6 +353,34 @@ def apply_bilinear(op, x, y, elementwise: bool = False):
     return intervals.from_midpoint_radius(
         op(m1, m2), op(jnp.abs(m1), r2) + op(r1, jnp.abs(m2) + r2)
     )
+
+
+def _bilinear_from_zero(op, x, y, op_many=None) -> Interval:
+    """A contraction with a ``[0, h]`` operand: ``[op(h, min(lo, 0)), op(h, max(hi, 0))]``.
+
+    Every product ``[0, h_j]·[a_j, b_j]`` lies in ``h_j·[min(a_j, 0), max(b_j, 0)]``, so the sums
+    are exact and each end is a sum of same-signed terms (no ``inf - inf``). Infinite ends enter
+    as the largest float, as in the midpoint-radius path (``inf·0`` would be NaN).
+    """
+    if isinstance(x, intervals.FromZero):
+        h, other, h_first = x.hi, y, True
+    else:
+        h, other, h_first = y.hi, x, False
+    lo_end, hi_end = (other.lo, other.hi) if isinstance(other, Interval) else (other, other)
+    h = intervals.finite_radius(h)
+    biggest = jnp.finfo(jnp.result_type(h)).max
+    low = jnp.clip(jnp.minimum(lo_end, 0), -biggest, 0)
+    high = jnp.clip(jnp.maximum(hi_end, 0), 0, biggest)
+    if h_first:
+        return Interval(*_products(op, op_many, h, (low, high)))
+    return Interval(op(low, h), op(high, h))
+
+
+def _products(op, op_many, x, ys) -> list[Array]:
+    """``[op(x, y) for y in ys]``, as one batched op when the rule supplies ``op_many``."""
+    if op_many is None or len(ys) < 2:
+        return [op(x, y) for y in ys]
+    return op_many(x, list(ys))
 
 
 def _mid_rad(a: Interval):
@@ -368,6 +398,7 @@ def multiply(
     ctx: Context,
     op: Callable[[Array, Array], Array] = jnp.multiply,
     elementwise: bool = True,
+    op_many: Callable[[Array, list[Array]], list[Array]] | None = None,
 ) -> TaylorEnclosure:
     """The enclosure of ``op(u, w)`` for a bilinear ``op`` (``*``, dot_general, convolution).
 
@@ -378,19 +409,24 @@ def multiply(
     so the remainder is ``op(R_u, range(w)) + op(range(P_u), R_w)`` plus the folded terms of
     ``op(P_u, P_w)`` of degree >= k. Grouping ``R_u`` with the whole range of ``w`` (rather than
     with each coefficient) needs fewer bilinear ops and is tighter (DESIGN §3.2).
+
+    ``op_many(x, ys)``, when given, computes ``[op(x, y) for y in ys]`` as one op (a matmul
+    against the concatenated ``ys``), so that each large left operand is read once. The
+    reference values ``op(c_0, ·)`` stay separate: XLA shares ``op(c_0, w_0)`` with the forward
+    pass of the same ``jit``.
     """
     k = ctx.degree
     pa, pb = a.coefficients, b.coefficients
     limit = len(pa) + len(pb) - 1
     terms: list[Array | None] = [None] * limit
     for i, x in enumerate(pa):
-        for j, y in enumerate(pb):
-            value = op(x, y)
+        values = [op(x, y) for y in pb] if i == 0 else _products(op, op_many, x, pb)
+        for j, value in enumerate(values):
             terms[i + j] = value if terms[i + j] is None else terms[i + j] + value
     remainder = None
     if a.remainder is not None:
         w_range = range_over(b, ctx) if not (b.is_exact and len(pb) == 1) else pb[0]
-        remainder = _as_interval(apply_bilinear(op, a.remainder, w_range, elementwise))
+        remainder = _as_interval(apply_bilinear(op, a.remainder, w_range, elementwise, op_many))
     if b.remainder is not None and pa:
         u_range = polynomial_range(pa, ctx.trust_region) if len(pa) > 1 else pa[0]
         part = _as_interval(apply_bilinear(op, u_range, b.remainder, elementwise))

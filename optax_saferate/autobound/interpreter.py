@@ -123,11 +123,12 @@ def taylor_bounds(
                 "taylor_bounds supports a scalar input only (the SafeRate case); got shape "
                 f"{x0.shape}. Bound a vector function along a line, x0 + t·direction, instead."
             )
-        a, b = (jnp.asarray(e, x0.dtype) for e in trust_region)
+        ends = trust_region
+        a, b = (jnp.asarray(e, x0.dtype) for e in ends)
         closed = jax.make_jaxpr(f)(x0)
         if len(closed.out_avals) != 1:
             raise ValueError("f must return a single array")
-        t = Interval(a - x0, b - x0)
+        t = Interval(*(_offset(e, x0, known_zero) for e in ends))
         known_ranges = _no_ranges
         if propagate_trust_regions:
             recorded: list[Interval] = []
@@ -141,6 +142,28 @@ def taylor_bounds(
         return TaylorBounds(_coefficients(out, ctx, env, closed.out_avals[0]), x0, (a, b))
 
     return bound
+
+
+def _concrete(value) -> np.ndarray | None:
+    """``value`` as a NumPy array if it is known while tracing (not a tracer), else ``None``."""
+    try:
+        return np.asarray(value)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+def _offset(end, x0: Array, x0_is_zero: bool) -> Array:
+    """``end - x0``; a NumPy zero when both are known to coincide while tracing.
+
+    A trust-region end known to be at the reference point (SafeRate's ``[0, η_max]`` from
+    ``η = 0``) lets the elementwise rules skip the ratio at that end (it is ``d_k`` exactly).
+    """
+    concrete_end = _concrete(end)
+    concrete_x0 = np.zeros((), x0.dtype) if x0_is_zero else _concrete(x0)
+    if concrete_end is not None and concrete_x0 is not None:
+        if np.all(concrete_end == concrete_x0):
+            return np.zeros(np.shape(concrete_end), x0.dtype)
+    return jnp.asarray(end, x0.dtype) - x0
 
 
 def _no_ranges(ctx, value):

@@ -25,6 +25,16 @@ class Interval(NamedTuple):
         return jnp.shape(self.lo)
 
 
+class FromZero(Interval):
+    """An interval ``[0, hi]`` whose lower end is known, while tracing, to be exactly 0.
+
+    The first hidden layer's relu remainder over a one-sided trust region has this form. A
+    contraction with such an operand needs two products with ``hi`` and no midpoint-radius
+    intermediates, and is exact: ``Σ [0, h_j]·[a_j, b_j] = [Σ h_j·min(a_j, 0), Σ h_j·max(b_j, 0)]``.
+    Any operation that builds a new interval returns a plain :class:`Interval`.
+    """
+
+
 def point(x: Array) -> Interval:
     """The zero-width interval ``[x, x]``."""
     return Interval(x, x)
