@@ -23,6 +23,12 @@ def test_readme_example_runs(index, capsys):
 
         bounds = namespace["bounds"]
         assert float(bounds.lower(0.5)) <= float(jnp.exp(0.5)) <= float(bounds.upper(0.5))
+    if "box" in namespace:  # the vector example: the bounds hold at a point of the box
+        import jax.numpy as jnp
+
+        box, x = namespace["box"], jnp.array([0.05, 0.95])
+        value = jnp.exp(x[0]) * jnp.sin(x[1])
+        assert float(box.lower(x)) <= float(value) <= float(box.upper(x))
     if "tx" in namespace:  # the SafeRate example: it trained
         batch, params = namespace["batch"], namespace["params"]
         assert float(namespace["loss_fn"](params, batch)) < 0.5 * float(jnp_mean_square(batch))

@@ -22,6 +22,9 @@ from jax import lax
 from jax.extend.core import primitives as P
 
 from optax_saferate import autobound as ab
+from optax_saferate.autobound import interpreter
+from optax_saferate.autobound.enclosures import Context
+from optax_saferate.autobound.intervals import Interval
 
 pytestmark = pytest.mark.usefixtures("autobound_numerics")
 JIT = True
@@ -245,6 +248,39 @@ def test_where_with_an_input_dependent_predicate():
     x0, region = random_cases(np.random.default_rng(3), 64, center=(-1.0, 1.0), widths=(1e-4, 1))
     check_bounds(lambda x: jnp.sum(g(x)), x0, region, 2, jit=JIT)
     check_bounds(lambda x: jnp.sum(jnp.where(x < 0.1, jnp.sin(x), jnp.cos(x))), x0, region, 2)
+
+
+def test_where_with_an_equality_predicate():
+    def f(x):
+        return jnp.where(x == 0.5, 3.0 * x, jnp.exp(x))
+
+    # x - 0.5 keeps one sign on [0, 0.4] and [0.6, 1]: exact (the exp branch), sound.
+    x0, lo, hi = np.array([0.2, 0.8]), np.array([0.0, 0.6]), np.array([0.4, 1.0])
+    bounds = check_bounds(f, x0, (lo, hi), 2, jit=JIT)
+    np.testing.assert_allclose(bounds.coefficients[0], np.exp(x0))
+    # It can hit 0.5 on [0, 1]: unbounded, never a silent guess.
+    bounds = compute_bounds(f, 2, np.array([0.2]), (np.array([0.0]), np.array([1.0])))
+    lo_2, hi_2 = bounds.final_interval()
+    assert np.isneginf(lo_2).all() and np.isposinf(hi_2).all()
+    # At the reference point itself the predicate holds: the 3x branch is the value there.
+    bounds = compute_bounds(f, 2, np.array([0.5]), (np.array([0.5]), np.array([0.5])))
+    np.testing.assert_allclose(bounds.coefficients[0], [1.5])
+
+
+def test_a_flipping_where_has_the_hull_of_its_cases_as_plain_range():
+    """``propagate_trust_regions`` runs a degree-0 pass: there a select whose predicate can flip
+    is one of its two cases, so the hull of their ranges holds it (sound and finite)."""
+
+    def f(x):
+        return jnp.log(2.0 + jnp.where(x > 0.3, jnp.sin(x), jnp.cos(x)))
+
+    x0, region = random_cases(np.random.default_rng(5), 64, center=(-1.0, 1.0), widths=(1e-4, 1))
+    check_bounds(f, x0, region, 2, jit=JIT, propagate_trust_regions=True)
+    # The degree-0 pass itself: x in [0, 1] straddles 0.3, so the select is hull(sin, cos).
+    closed = jax.make_jaxpr(lambda x: jnp.where(x > 0.3, jnp.sin(x), jnp.cos(x)))(0.5)
+    ctx = Context(Interval(np.float64(-0.5), np.float64(0.5)), 0)
+    out, _ = interpreter._run(closed, np.float64(0.5), ctx, interpreter._no_ranges)
+    np.testing.assert_allclose(out.remainder, [0.0, 1.0], atol=1e-12)
 
 
 # --------------------------------------------------------------------------- losses

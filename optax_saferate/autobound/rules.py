@@ -47,6 +47,7 @@ class Comparison:
     difference: TaylorEnclosure
     strict_positive: bool  # True for `> 0`, False for `>= 0`
     nonzero: bool = False  # True for `!= 0` (then strict_positive does not matter)
+    negated: bool = False  # True for `== 0`: the negation of `!= 0` (select_n swaps its cases)
 
 
 class Environment:
@@ -382,6 +383,10 @@ def _structural(primitive):
     def rule(env, ctx, eqn, x, *rest):
         if isinstance(x, lse.PatternValue):
             return _pattern_structural(ctx, env, primitive, eqn, x, rest)
+        if isinstance(x, Comparison) and all(is_constant(r) for r in rest):
+            # A broadcast or reshaped mask: rearrange the difference it compares with 0.
+            moved = rule(env, ctx, eqn, x.difference, *rest)
+            return dataclasses.replace(x, difference=moved)
         if any(not is_constant(r) for r in rest):
             raise NotImplementedError(
                 f"`{primitive}` with an input-dependent index or size at {_source(eqn)}: "
@@ -417,6 +422,10 @@ def _convert(env, ctx, eqn, x):
     new_dtype = eqn.params["new_dtype"]
     if isinstance(x, lse.PatternValue):
         return x
+    if isinstance(x, Comparison) and jnp.issubdtype(new_dtype, jnp.floating):
+        # A 0/1 step of the input (derivatives of max and relu convert such masks).
+        zero, one = (jnp.full(_out_shape(eqn), v, new_dtype) for v in (0, 1))
+        return _select_by_comparison(ctx, eqn, x, (zero, one))
     if not jnp.issubdtype(new_dtype, jnp.floating):
         raise NotImplementedError(
             f"converting an input-dependent value to {new_dtype} at {_source(eqn)} is not "
@@ -531,8 +540,27 @@ def _select_by_comparison(ctx, eqn, comparison: Comparison, cases):
     constant = (r.lo > 0) | (r.hi < 0)
     if len(cases) != 2:
         raise NotImplementedError(f"select_n with {len(cases)} cases at {_source(eqn)}")
+    if comparison.negated:
+        cases = cases[::-1]
     if all(is_constant(c) for c in cases):  # a step function of the input
         cases = tuple(enclosures.exact(jnp.broadcast_to(c, _out_shape(eqn))) for c in cases)
+    if ctx.degree == 0:
+        # A plain range: the result is one of the two cases, so their hull holds it.
+        if_false, if_true = (enclosures.range_over(_as_enclosure(c, d), ctx) for c in cases)
+        shape = _out_shape(eqn)
+        lo = jnp.where(
+            constant,
+            jnp.where(at_reference, if_true.lo, if_false.lo),
+            jnp.minimum(if_true.lo, if_false.lo),
+        )
+        hi = jnp.where(
+            constant,
+            jnp.where(at_reference, if_true.hi, if_false.hi),
+            jnp.maximum(if_true.hi, if_false.hi),
+        )
+        return TaylorEnclosure(
+            (), Interval(jnp.broadcast_to(lo, shape), jnp.broadcast_to(hi, shape))
+        )
     chosen = enclosures.combine_monotone(
         lambda if_false, if_true: jnp.where(at_reference, if_true, if_false), cases, ctx
     )
@@ -543,14 +571,14 @@ def _select_by_comparison(ctx, eqn, comparison: Comparison, cases):
     return TaylorEnclosure(chosen.coefficients, remainder)
 
 
-def _comparison_rule(strict: bool, flip: bool, nonzero: bool = False):
+def _comparison_rule(strict: bool, flip: bool, nonzero: bool = False, negated: bool = False):
     def rule(env, ctx, eqn, a, b):
         if eqn.invars[0] is eqn.invars[1]:
-            # x > x, x < x and x != x are false (x is finite), x >= x and x <= x true.
+            # x > x, x < x and x != x are false (x is finite), x >= x, x <= x, x == x true.
             return jnp.full(_out_shape(eqn), not strict)
         lhs, rhs = (b, a) if flip else (a, b)
         difference = _fit(_subtract_values(ctx, lhs, rhs), eqn)
-        return Comparison(difference, strict, nonzero)
+        return Comparison(difference, strict, nonzero, negated)
 
     return rule
 
@@ -560,6 +588,8 @@ RULES[P.ge_p] = _comparison_rule(strict=False, flip=False)
 RULES[P.lt_p] = _comparison_rule(strict=True, flip=True)
 RULES[P.le_p] = _comparison_rule(strict=False, flip=True)
 RULES[P.ne_p] = _comparison_rule(strict=True, flip=False, nonzero=True)
+# x == y is not (x != y): exact where x - y cannot reach 0 over the region, unbounded where it can.
+RULES[P.eq_p] = _comparison_rule(strict=False, flip=False, nonzero=True, negated=True)
 
 
 @register(P.is_finite_p)
