@@ -113,12 +113,19 @@ def test_relu_degree_one_includes_the_slope():
     assert lo_1[3] == hi_1[3] == 1.0
 
 
-def test_elu_degree_three_across_the_kink_is_sound():
-    # elu'' jumps at 0, so the hull of the two pieces' third derivatives is no bound across it.
+def test_elu_degree_three_across_the_kink_is_sound_and_finite():
+    # elu'' jumps at 0: beyond degree 2 it is bounded as relu(x) + α·expm1(-relu(-x)).
     x0 = np.array([-0.5, -0.2, -1.0, 0.5])
     lo, hi = np.array([-0.5, -0.3, -1.5, -0.5]), np.array([1.0, 0.4, 0.1, 0.7])
     for degree in (3, 4):
-        check_bounds(jax.nn.elu, x0, (lo, hi), degree, jit=False)
+        for f in (jax.nn.elu, lambda x: jax.nn.elu(x, 0.5)):
+            bounds = check_bounds(f, x0, (lo, hi), degree, jit=False)
+            assert np.all(np.isfinite(bounds.final_interval()))
+    # A non-default α reaches the call as an operand; it is read from there (not left to the
+    # body's input-dependent where, which would be unbounded across the kink).
+    for f in (lambda x: jax.nn.elu(x, 0.5), lambda x: jax.nn.leaky_relu(x, 0.2)):
+        bounds = check_bounds(f, x0, (lo, hi), 2, jit=False)
+        assert np.all(np.isfinite(bounds.final_interval()))
     # On one side of the kink the bound stays finite and tight.
     bounds = check_bounds(jax.nn.elu, [-0.5], ([-0.7], [-0.1]), 3, jit=False)
     assert np.all(np.isfinite(bounds.final_interval()))

@@ -458,24 +458,42 @@ def _value_at(eqn, like: TaylorEnclosure, point: float) -> float:
     raise ValueError("named call without a body")
 
 
+def _slope_parameter(eqn, inputs, point: float):
+    """``α`` of leaky_relu/elu: the call's second operand when JAX passes it (a non-default
+    value), else read back from the body (``-f(point)``); ``None`` if it depends on the input."""
+    if len(inputs) == 2 and rules.is_constant(inputs[1]) and jnp.ndim(inputs[1]) == 0:
+        return inputs[1]
+    if len(inputs) == 1:
+        return -_value_at(eqn, inputs[0], point)
+    return None
+
+
 def _leaky_relu(env, ctx, eqn, inputs):
-    if len(inputs) != 1:
+    # leaky_relu(x) = α·x + (1 - α)·relu(x); α is the second operand or f(-1) = -α.
+    alpha = _slope_parameter(eqn, inputs, -1.0)
+    if alpha is None:
         return None
     x = inputs[0]
-    # leaky_relu(x) = α·x + (1 - α)·relu(x); α is read back from the body: f(-1) = -α.
-    alpha = -_value_at(eqn, x, -1.0)
     relu = rules.apply_relu(env, ctx, x)
     return [enclosures.add(enclosures.scale(x, alpha), enclosures.scale(relu, 1 - alpha), ctx)]
 
 
 def _elu(env, ctx, eqn, inputs):
-    if len(inputs) != 1:
+    # elu_α = α·g + (1 - α)·relu with g the C¹ core; α is the second operand or the limit of
+    # -f at -inf.
+    alpha = _slope_parameter(eqn, inputs, -1e4)
+    if alpha is None:
         return None
     x = inputs[0]
-    # elu_α = α·g + (1 - α)·relu with g the C¹ core; α is the body's limit at -inf.
-    alpha = -_value_at(eqn, x, -1e4)
+    if ctx.degree >= 3:
+        # elu'' jumps at 0, so no sharp core exists beyond degree 2; the composition
+        # elu = relu(x) + α·expm1(-relu(-x)) stays finite across the kink (relu's own rule).
+        positive = rules.apply_relu(env, ctx, x)
+        negative = enclosures.negate(rules.apply_relu(env, ctx, enclosures.negate(x)))
+        tail = rules.apply_function(env, ctx, elementwise.EXPM1, negative)
+        return [enclosures.add(positive, enclosures.scale(tail, alpha), ctx)]
     core = enclosures.scale(rules.apply_function(env, ctx, elementwise.ELU_CORE, x), alpha)
-    if alpha == 1.0:
+    if isinstance(alpha, float) and alpha == 1.0:
         return [core]
     relu = enclosures.scale(rules.apply_relu(env, ctx, x), 1.0 - alpha)
     return [enclosures.add(core, relu, ctx)]
