@@ -423,3 +423,18 @@ def test_register_elementwise_with_a_domain():
     )
     assert spec.name == "shifted_log"
     check_bounds(jax.jit(shifted_log), [2.0, 3.0], ([1.5, 2.5], [3.0, 4.0]), 2, jit=False)
+
+
+def test_register_elementwise_with_an_open_lower_domain_end():
+    def log_minus_one(x):
+        return jnp.log(x) - 1.0
+
+    function = jax.jit(log_minus_one)
+    ab.register_elementwise(
+        "log_minus_one", function, domain=(0.0, math.inf), domain_open_lower=True
+    )
+    check_bounds(function, [2.0, 0.5], ([1.0, 0.25], [3.0, 1.0]), 2, jit=False)
+    # A range that reaches the excluded end 0 is unbounded, never log(0) = -inf arithmetic.
+    bounds = compute_bounds(function, 2, np.array([1.0]), (np.array([0.0]), np.array([2.0])))
+    lo, hi = bounds.final_interval()
+    assert np.isneginf(lo).all() and np.isposinf(hi).all()

@@ -525,6 +525,7 @@ def register_elementwise(
     *,
     derivative: Callable[[int, Array], Array] | None = None,
     domain: tuple[float, float] = (-math.inf, math.inf),
+    domain_open_lower: bool = False,
 ) -> ElementwiseFunction:
     """Teach AutoBound an elementwise function that JAX calls by name.
 
@@ -540,7 +541,9 @@ def register_elementwise(
         tuples, one per order ``j = 0, 1, …``) or a function ``j -> points`` (``None`` for
         unknown orders, which are then refused). ``()`` means every derivative is monotone.
       derivative: optional closed form ``(order, x) -> σ^(order)(x)``.
-      domain: the closed interval on which ``fn`` is defined.
+      domain: the interval on which ``fn`` is defined (closed unless said otherwise).
+      domain_open_lower: the lower end of ``domain`` is excluded (``log``-like functions,
+        defined on ``(0, inf)``): a range that reaches it gets an unbounded enclosure.
 
     Returns:
       The registered :class:`ElementwiseFunction`.
@@ -561,7 +564,14 @@ def register_elementwise(
         points = (lambda order: ()) if not table else elementwise.critical_point_table(table)
     else:
         points = critical_points
-    spec = ElementwiseFunction(name, fn, points, derivative=derivative, domain=domain)
+    spec = ElementwiseFunction(
+        name,
+        fn,
+        points,
+        derivative=derivative,
+        domain=domain,
+        domain_open_lower=domain_open_lower,
+    )
 
     def named(env, ctx, eqn, inputs):
         if len(inputs) != 1:
