@@ -116,10 +116,9 @@ def scale_by_saferate(
     * If ``c1`` or ``c2_hi`` is not finite, no step is taken and ``η_max`` halves.
     * If ``c1 >= 0`` (``s·u`` is not a descent direction), no step is taken and ``η_max`` stays.
     * Otherwise ``η_max`` doubles when ``η >= η_max / 2`` and halves when not.
-    * A step whose guaranteed decrease ``-(c1·η + c2_hi·η²)`` is at most the loss's rounding
-      unit (``eps·|h(0)|``) is not taken either (it could not show in the loss, and it would
-      move units sitting exactly on a relu kink to just beside it, where their bound is huge);
-      ``η_max`` halves.
+    * A step ``η <= eps·η_max`` (``eps`` of the state's dtype) is not taken either: at that
+      scale the bound is useless, and such a step would move units sitting exactly on a relu
+      kink to just beside it, where their bound is huge; ``η_max`` halves.
 
     **Guarantee.** ``value_fn(params + η·s·u) <= value_fn(params)``. With the full training set
     in ``value_fn`` (full batch), the training loss never increases, up to floating-point
@@ -212,12 +211,12 @@ def scale_by_saferate(
         descent = finite & (slope < 0)
         eta = minimize_quadratic_bound(slope, curvature_hi, max_lr)
         eta = jnp.where(descent, eta, zero)
-        # A step whose guaranteed decrease is below the loss's rounding unit cannot show in the
-        # loss, and it would move units that sit exactly on a relu kink (dead rows, zero
-        # padding, where homogeneity keeps the bound tight) to just beside it, where their
-        # sharp kink term 1/(4|u0|) is astronomically large: refuse it and shrink instead.
-        guaranteed = -(slope * eta + curvature_hi * eta**2)
-        negligible = guaranteed <= jnp.finfo(dtype).eps * jnp.abs(h0)
+        # A step below the region's rounding unit (η <= eps·η_max) says the bound is useless
+        # at this η_max, not that the loss wants that step; taking it would move units that
+        # sit exactly on a relu kink (dead rows, zero padding, where homogeneity keeps the
+        # bound tight) to just beside it, where their sharp kink term 1/(4|u0|) is
+        # astronomically large and keeps every later step as tiny: refuse it and shrink.
+        negligible = eta <= jnp.finfo(dtype).eps * max_lr
         eta = jnp.where(negligible, zero, eta)
         if verify_decrease:
             new_value = along_direction(eta)

@@ -234,16 +234,20 @@ def test_trust_region_doubles_when_step_uses_half_of_it():
     assert float(state.max_learning_rate) == 2.0
 
 
-def test_a_step_below_the_losss_rounding_unit_is_refused():
-    # float32: eps·|h(0)| = 1.2e-7·1e8 = 12 exceeds the whole possible decrease of 3.
-    loss = lambda p: 1e8 + jnp.sum(p**2)  # noqa: E731
+def test_a_step_below_the_regions_rounding_unit_is_refused():
+    # h(η) = (η - 1e-8)²: the bound's minimiser 1e-8 is below eps·η_max = 1.2e-7 (float32).
+    loss = lambda p: jnp.sum((p - 1e-8) ** 2)  # noqa: E731
     tx = osr.scale_by_saferate(initial_max_learning_rate=1.0)
-    params = jnp.ones(3, jnp.float32)
+    params = jnp.zeros(1, jnp.float32)
     state = tx.init(params)
-    updates, state = tx.update(-jax.grad(loss)(params), state, params, value_fn=loss)
+    updates, state = tx.update(jnp.ones(1), state, params, value_fn=loss)
     assert float(jnp.abs(updates).max()) == 0.0
     assert int(state.refused_steps) == 1
     assert float(state.max_learning_rate) == 0.5
+    # Once the region is small enough, the same step is taken.
+    for _ in range(30):
+        updates, state = tx.update(jnp.ones(1), state, params, value_fn=loss)
+    assert float(updates[0]) > 0
 
 
 def test_dead_rows_on_the_relu_kink_do_not_stall_training():
