@@ -54,7 +54,7 @@ def _assert_sound(f, bounds, points, dtype):
         assert np.all(value <= upper + slack), (t, np.max(value - upper))
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(
     name=st.sampled_from(sorted(SMOOTH)),
     seed=st.integers(0, 2**16),

@@ -117,22 +117,7 @@ class ElementwiseFunction:
 
     def range_of_derivative(self, order: int, lo: Array, hi: Array) -> Interval:
         """An interval containing ``σ^(order)`` over ``[lo, hi]`` (hull of ends and extrema)."""
-        if self.derivative_range is not None:
-            return self.derivative_range(order, lo, hi)
-        points = self.critical_points(order)
-        if points is None:
-            raise NotImplementedError(
-                f"the extrema of derivative {order} of {self.name} are not known, so no enclosure "
-                f"of degree {order} can be built; use a lower max_degree"
-            )
-        at_lo, at_hi = self.nth_derivative(order, lo), self.nth_derivative(order, hi)
-        low, high = jnp.minimum(at_lo, at_hi), jnp.maximum(at_lo, at_hi)
-        for p in points:
-            inside = (lo < p) & (p < hi)
-            value = self.nth_derivative(order, jnp.full_like(lo, p))
-            low = jnp.where(inside, jnp.minimum(low, value), low)
-            high = jnp.where(inside, jnp.maximum(high, value), high)
-        return Interval(low, high)
+        return self.range_between(order, lo, hi)
 
     def range_between(self, order: int, a: Array, b: Array) -> Interval:
         """:meth:`range_of_derivative` over the hull of ``a`` and ``b``, given in either order.
@@ -141,14 +126,17 @@ class ElementwiseFunction:
         max, so that XLA merges those evaluations with the others at the same points (the
         reference point ``u_0`` and the range ends): one ``exp`` per point, not one per use.
         """
+        lo, hi = jnp.minimum(a, b), jnp.maximum(a, b)
         if self.derivative_range is not None:
-            return self.derivative_range(order, jnp.minimum(a, b), jnp.maximum(a, b))
+            return self.derivative_range(order, lo, hi)
         points = self.critical_points(order)
         if points is None:
-            return self.range_of_derivative(order, a, b)  # raises the explanatory error
+            raise NotImplementedError(
+                f"the extrema of derivative {order} of {self.name} are not known, so no enclosure "
+                f"of degree {order} can be built; use a lower max_degree"
+            )
         at_a, at_b = self.nth_derivative(order, a), self.nth_derivative(order, b)
         low, high = jnp.minimum(at_a, at_b), jnp.maximum(at_a, at_b)
-        lo, hi = jnp.minimum(a, b), jnp.maximum(a, b)
         for p in points:
             inside = (lo < p) & (p < hi)
             value = self.nth_derivative(order, jnp.full_like(lo, p))
