@@ -90,16 +90,20 @@ def median_interleaved(fns, repeats):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--depth", type=int, default=1, help="hidden layers of the timed MLP")
+    parser.add_argument("--width", type=int, default=None, help="its hidden width")
+    parser.add_argument("--inputs", type=int, default=None, help="its number of inputs")
     args = parser.parse_args()
     if theirs is None:
         raise SystemExit("the public `autobound` package is not installed here; see the docstring")
     width, n, repeats = (256, 1000, 5) if args.quick else (1000, 10000, 7)
+    width, n = args.width or width, args.inputs or n
 
     print(
         f"# optax_saferate.autobound vs autobound 0.1.7 (jax {jax.__version__}, "
         f"{jax.devices()[0].device_kind})\n"
     )
-    h, data = mlp_direction_loss(1, width, n, jnp.float32)
+    h, data = mlp_direction_loss(args.depth, width, n, jnp.float32)
     eta = jnp.asarray(1.0, jnp.float32)
     ours_bound, their_bound = bound_fn(ours, h, jnp.float32), bound_fn(theirs, h, jnp.float32)
     value_and_grad = jax.jit(jax.value_and_grad(h))
@@ -111,7 +115,8 @@ def main():
     for fn in runs:
         jax.block_until_ready(fn())
     ours_s, theirs_s, vg_s = median_interleaved(runs, repeats)
-    print(f"| bound pass, MLP 784-{width}-10 softplus MSE, {n} inputs | ms | / value_and_grad |")
+    layers = "-".join([str(width)] * args.depth)
+    print(f"| bound pass, MLP 784-{layers}-10 softplus MSE, {n} inputs | ms | / value_and_grad |")
     print("|---|---|---|")
     print(f"| optax_saferate | {1e3 * ours_s:.1f} | {ours_s / vg_s:.2f}x |")
     print(f"| autobound 0.1.7 | {1e3 * theirs_s:.1f} | {theirs_s / vg_s:.2f}x |")
