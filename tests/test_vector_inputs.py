@@ -90,6 +90,27 @@ def test_bounds_hold_on_the_box_and_coefficients_are_the_derivatives(
         assert np.all(value <= np.asarray(bounds.upper(jnp.asarray(x))) + slack)
 
 
+@settings(max_examples=6, deadline=None)
+@given(n=st.sampled_from([1, 2, 5]), seed=st.integers(0, 2**16), degree=st.sampled_from([1, 2]))
+def test_any_vector_length(n, seed, degree):
+    rng = np.random.default_rng(seed)
+    w = jnp.asarray(rng.normal(size=(n, 3)))
+
+    def f(x):
+        return jnp.sum(jax.nn.softplus(x @ w) ** 2) + jnp.cos(jnp.sum(x * x))
+
+    x0 = jnp.asarray(rng.uniform(-1, 1, n))
+    lo, hi = x0 - rng.uniform(0, 0.5, n), x0 + rng.uniform(0, 0.5, n)
+    bounds = ab.taylor_bounds(f, degree)(x0, (lo, hi))
+    assert [np.shape(c) for c in bounds.coefficients[:-1]] == [(n,) * i for i in range(degree)]
+    assert np.shape(bounds.coefficients[-1][0]) == (n,) * degree
+    for _ in range(20):
+        x = lo + (hi - lo) * rng.uniform(size=n)
+        value = float(f(x))
+        slack = 1e-11 * (1 + abs(value))
+        assert float(bounds.lower(x)) <= value + slack <= float(bounds.upper(x)) + 2 * slack
+
+
 def test_a_quadratic_is_exact():
     a = jnp.asarray([[2.0, 0.5], [0.5, 1.0]])
     f = lambda x: x @ a @ x + jnp.sum(x)  # noqa: E731
