@@ -51,6 +51,10 @@ UNARY = {
     "rsqrt(1 + u²)": lambda u: jax.lax.rsqrt(1 + u * u),
     "(1 + u²)**-1.5": lambda u: (1 + u * u) ** -1.5,
     "expm1": jnp.expm1,
+    "elu(0.5)": lambda u: jax.nn.elu(u, 0.5),
+    "leaky_relu(0.2)": lambda u: jax.nn.leaky_relu(u, 0.2),
+    "where(u > 0.3)": lambda u: jnp.where(u > 0.3, jnp.sin(u), jnp.cos(u)),
+    "where(u == 0.5)": lambda u: jnp.where(u == 0.5, 2.0 * u, jnp.tanh(u)),
 }
 BINARY = {
     "+": lambda u, v: u + v,
