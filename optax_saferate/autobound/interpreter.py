@@ -165,9 +165,10 @@ def _vector_bounds(f, k: int, x0: Array, trust_region) -> TaylorBounds:
     coefficient is an interval enclosure of ``D^k f / k!`` over the whole box: Taylor's theorem
     puts the remainder at ``D^k f(ξ)/k! [δ, …, δ]`` for some ``ξ`` on the segment from ``x0`` to
     ``x0 + δ``. The enclosure comes from the degree-0 pass of this engine (interval arithmetic
-    through the derivative's jaxpr, with every rule the scalar engine has). This is the classical
-    remainder: sound, and wider than the scalar engine's sharp one (about ``k + 1`` times for
-    small boxes); for SafeRate's scalar case use a scalar ``x0``.
+    through the derivative's jaxpr, with every rule the scalar engine has), intersected with the
+    centred form ``D^k f(x0) + D^{k+1} f(box)·(box - x0)`` where ``D^{k+1} f`` can be bounded.
+    This is the classical remainder: sound, and wider than the scalar engine's sharp one (about
+    ``k + 1`` times for small boxes); for SafeRate's scalar case use a scalar ``x0``.
     """
     lo, hi = (jnp.broadcast_to(jnp.asarray(e, x0.dtype), x0.shape) for e in trust_region)
     kink = _first_non_smooth(jax.make_jaxpr(f)(x0).jaxpr)
@@ -183,21 +184,44 @@ def _vector_bounds(f, k: int, x0: Array, trust_region) -> TaylorBounds:
     for i in range(k):
         coefficients.append(jnp.asarray(derivative(x0)) / math.factorial(i))
         derivative = jax.jacfwd(derivative)
-    top = derivative
-    closed = jax.make_jaxpr(top)(x0)
     ctx = Context(Interval(lo - x0, hi - x0), 0)
+    remainder = _range_over_box(derivative, x0, ctx)
+    # The centred (mean-value) form D^k f(x0) + D^{k+1} f(box)·(box - x0) is also an enclosure,
+    # and much the narrower one for small boxes (its width shrinks with the box, squared);
+    # each holds the true range, so their intersection does.
+    try:
+        slope_range = _range_over_box(jax.jacfwd(derivative), x0, ctx)
+    except NotImplementedError:
+        slope_range = None
+    if slope_range is not None:
+        offsets = intervals.Interval(
+            *(jnp.broadcast_to(e, slope_range.lo.shape) for e in ctx.trust_region)
+        )
+        spread = intervals.multiply(slope_range, offsets)
+        centre = jnp.asarray(derivative(x0))
+        centred = intervals.sanitize(
+            Interval(centre + jnp.sum(spread.lo, axis=-1), centre + jnp.sum(spread.hi, axis=-1))
+        )
+        both = intervals.intersect(remainder, centred)
+        overlap = both.lo <= both.hi  # always, up to rounding; keep the direct range if not
+        remainder = Interval(
+            jnp.where(overlap, both.lo, remainder.lo), jnp.where(overlap, both.hi, remainder.hi)
+        )
+    scale = 1.0 / math.factorial(k)
+    ends = (remainder.lo * scale, remainder.hi * scale)
+    return TaylorBounds((*coefficients, ends), x0, (lo, hi))
+
+
+def _range_over_box(g, x0: Array, ctx: Context) -> Interval:
+    """An interval containing ``g(x)`` for every ``x`` in the box (the engine's degree-0 pass)."""
+    closed = jax.make_jaxpr(g)(x0)
     out, env = _run(closed, x0, ctx, _no_ranges)
     if isinstance(out, lse.PatternValue):
         out = rules.materialize(ctx, env, out)
     if isinstance(out, TaylorEnclosure):
-        remainder = out.remainder
-    else:  # D^k f does not depend on x: a polynomial of degree k
-        value = jnp.asarray(out, closed.out_avals[0].dtype)
-        remainder = Interval(value, value)
-    remainder = intervals.sanitize(remainder)
-    scale = 1.0 / math.factorial(k)
-    ends = (remainder.lo * scale, remainder.hi * scale)
-    return TaylorBounds((*coefficients, ends), x0, (lo, hi))
+        return intervals.sanitize(out.remainder)
+    value = jnp.asarray(out, closed.out_avals[0].dtype)  # g does not depend on x
+    return Interval(value, value)
 
 
 # Primitives that are C-infinity where they are defined (singularities such as log(0) or 1/0
