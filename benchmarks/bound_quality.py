@@ -170,12 +170,13 @@ def cast(tree, dtype):
 # --------------------------------------------------------------------------- the classical bound
 
 
-def classical_remainder_interval(spec, u0, r, degree, coefficients):
+def classical_remainder_interval(spec, u0, r, degree, coefficients, far_end=None):
     """``[min σ^(k), max σ^(k)] / k!`` over the range ``r``: the classical Lagrange remainder.
 
-    Same signature and the same domain handling as ``elementwise.remainder_interval``.
+    Same signature and the same domain handling as ``elementwise.remainder_interval`` (``r``
+    already spans ``far_end`` when one is given).
     """
-    del coefficients
+    del coefficients, far_end
     dtype = jnp.result_type(u0)
     inf = jnp.asarray(jnp.inf, dtype)
     ok = spec.in_domain(r)
