@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from problems import dense_layers
+from problems import mlp
 
 import optax_saferate as osr
 
@@ -38,27 +40,8 @@ def load(directory, count):
     return images.reshape(len(images), 28, 28, 1), labels, source
 
 
-def dense_init(key, sizes):
-    keys = jax.random.split(key, len(sizes) - 1)
-    return [
-        {"w": jax.random.normal(k, (a, b)) * np.sqrt(2.0 / a), "b": jnp.zeros(b)}
-        for k, a, b in zip(keys, sizes, sizes[1:], strict=False)
-    ]
-
-
 def mlp_problem(images, labels, hidden, activation=jax.nn.relu):
-    x, y = jnp.asarray(images.reshape(len(images), -1)), jnp.asarray(labels)
-    params = dense_init(jax.random.PRNGKey(0), [784, *hidden, 10])
-
-    def loss(params):
-        h = x
-        for i, layer in enumerate(params):
-            h = h @ layer["w"] + layer["b"]
-            if i < len(params) - 1:
-                h = activation(h)
-        return optax.softmax_cross_entropy_with_integer_labels(h, y).mean()
-
-    return loss, params
+    return mlp(hidden, activation, "ce", images, labels)
 
 
 def cnn_problem(images, labels):
@@ -69,7 +52,7 @@ def cnn_problem(images, labels):
         "b1": jnp.full(8, 0.01),
         "c2": jax.random.normal(k2, (3, 3, 8, 16)) * np.sqrt(2.0 / 72),
         "b2": jnp.full(16, 0.01),
-        "dense": dense_init(k3, [7 * 7 * 16, 10])[0],
+        "dense": dense_layers(k3, [7 * 7 * 16, 10])[0],
     }
 
     def block(h, kernel, bias):

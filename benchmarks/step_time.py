@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from problems import dense
+from problems import mlp
 
 import optax_saferate as osr
 from optax_saferate import autobound as ab
@@ -46,30 +48,6 @@ def load_images(directory: str | None, count: int, seed: int = 0):
     return images, labels, "random pixels"
 
 
-def _dense(key, n_in, n_out):
-    return {"w": jax.random.normal(key, (n_in, n_out)) * np.sqrt(2.0 / n_in), "b": jnp.zeros(n_out)}
-
-
-def mlp(widths, activation, loss_kind, images, labels):
-    x = jnp.asarray(images.reshape(len(images), -1))
-    y = jnp.asarray(labels)
-    sizes = [x.shape[1], *widths, 10]
-    keys = jax.random.split(jax.random.PRNGKey(0), len(sizes) - 1)
-    params = [_dense(k, a, b) for k, a, b in zip(keys, sizes, sizes[1:], strict=False)]
-
-    def loss(params):
-        h = x
-        for i, layer in enumerate(params):
-            h = h @ layer["w"] + layer["b"]
-            if i < len(params) - 1:
-                h = activation(h)
-        if loss_kind == "ce":
-            return optax.softmax_cross_entropy_with_integer_labels(h, y).mean()
-        return jnp.mean((h - jax.nn.one_hot(y, 10)) ** 2)
-
-    return loss, params
-
-
 def cnn(images, labels):
     """Two 3x3 conv layers (16, 32 channels) with relu and 2x2 max-pooling, then a dense head."""
     x, y = jnp.asarray(images), jnp.asarray(labels)
@@ -77,7 +55,7 @@ def cnn(images, labels):
     params = {
         "conv1": jax.random.normal(k1, (3, 3, 1, 16)) * np.sqrt(2.0 / 9),
         "conv2": jax.random.normal(k2, (3, 3, 16, 32)) * np.sqrt(2.0 / 144),
-        "dense": _dense(k3, 7 * 7 * 32, 10),
+        "dense": dense(k3, 7 * 7 * 32, 10),
     }
 
     def block(h, kernel):
