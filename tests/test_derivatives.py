@@ -29,3 +29,18 @@ def test_closed_forms_are_accurate_in_both_tails(name, order):
             assert abs(got) < 1e-30, (name, order, x, got)
         else:
             assert abs(got - exact) <= 1e-13 * abs(exact), (name, order, x, got, exact)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_expm1_without_a_second_transcendental_matches_expm1(dtype):
+    # Both sides of the switch at -1/2, tiny arguments and the far tail; a grid, not random
+    # draws: the function is elementwise and this covers every regime in one array.
+    y = -jnp.concatenate(
+        [jnp.zeros(1), jnp.logspace(-30, 2, 4001), jnp.linspace(0.49, 0.51, 201)]
+    ).astype(dtype)
+    got = derivatives._expm1_from_exp(y, jnp.exp(y))
+    want = jnp.expm1(y)
+    tolerance = 4 * jnp.finfo(dtype).eps
+    relative = jnp.abs(got - want) / jnp.maximum(jnp.abs(want), jnp.finfo(dtype).tiny)
+    assert got.dtype == dtype
+    assert float(jnp.max(relative)) <= tolerance, float(jnp.max(relative))
