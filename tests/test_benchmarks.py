@@ -1,0 +1,71 @@
+"""The benchmark scripts still run (their ``--quick`` modes), so they do not rot between sessions.
+
+Slow (each compiles several SafeRate steps): ``python -m pytest -m slow tests/test_benchmarks.py``.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+pytestmark = pytest.mark.slow
+
+
+def run_script(*argv: str) -> str:
+    # No ``--data``: random pixels, so the scripts need nothing outside the repository.
+    env = dict(os.environ, PYTHONPATH=str(BENCHMARKS.parent))
+    result = subprocess.run(
+        [sys.executable, *argv],
+        cwd=BENCHMARKS,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def table_rows(output: str, first_cell: str) -> list[list[str]]:
+    return [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in output.splitlines()
+        if line.startswith(f"| {first_cell}")
+    ]
+
+
+def test_step_time_quick_prints_every_model_with_one_trace():
+    output = run_script("step_time.py", "--quick", "--data", "/nonexistent", "--repeats", "2")
+    step_rows = table_rows(output, "MLP") + table_rows(output, "CNN")
+    rows = [row for row in step_rows if len(row) == 8]  # not the bound-pass table's row
+    assert len(rows) == 3, output
+    for row in rows:
+        assert row[-1] == "1", row  # traced once
+        assert float(row[3].rstrip("x")) > 0, row  # a ratio was measured (not asserted on)
+    floors = [row[4] for row in rows]
+    assert floors[2] == "—" and all(f.endswith("x") for f in floors[:2]), floors
+
+
+def test_device_checks_quick_reports_sound_bounds_and_no_loss_rise():
+    output = run_script("device_checks.py", "--quick", "--repeats", "2")
+    precision_rows = table_rows(output, "default") + table_rows(output, "highest")
+    assert len(precision_rows) == 6, output
+    for row in precision_rows:
+        assert float(row[-1]) <= 1e-6, row  # worst violation relative to |h|: rounding only
+    training_rows = [row for row in table_rows(output, "MLP 784-256-10") if "steps" in row[0]]
+    assert len(training_rows) == 4, output
+    for row in training_rows:
+        assert float(row[2]) <= 1e-6, row  # no loss rise beyond rounding
+
+
+def test_profile_bound_lists_the_kernels_of_a_small_bound_pass():
+    output = run_script("profile_bound.py", "--width", "64", "--inputs", "200", "--top", "5")
+    rows = table_rows(output, "")
+    kernels = [row for row in rows if row and row[0] not in ("kernel", "---")]
+    assert len(kernels) == 5, output
+    assert any("dot" in row[2] for row in kernels), kernels
