@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import example
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -48,10 +49,15 @@ def _assert_sound(f, bounds, points, dtype):
         value = np.asarray(f(jnp.asarray(t, jnp.float64)), np.float64)
         lower = np.asarray(bounds.lower(jnp.asarray(t, dtype)), np.float64)
         upper = np.asarray(bounds.upper(jnp.asarray(t, dtype)), np.float64)
+        # Outside the function's domain (log(6+u) with 6+u < 0 somewhere in the region) the
+        # value is NaN and the only sound enclosure is the whole line.
+        undefined = np.isnan(value)
+        assert np.all(np.isneginf(lower[undefined]) & np.isposinf(upper[undefined])), t
+        value, lower, upper = value[~undefined], lower[~undefined], upper[~undefined]
         scale = 1e-5 if dtype == jnp.float32 else 1e-12
         slack = scale * (1 + np.abs(value))
-        assert np.all(lower <= value + slack), (t, np.max(lower - value))
-        assert np.all(value <= upper + slack), (t, np.max(value - upper))
+        assert np.all(lower <= value + slack), (t, np.max(lower - value, initial=-np.inf))
+        assert np.all(value <= upper + slack), (t, np.max(value - upper, initial=-np.inf))
 
 
 @settings(max_examples=8, deadline=None)
@@ -63,6 +69,8 @@ def _assert_sound(f, bounds, points, dtype):
     double=st.booleans(),
     degree=st.sampled_from([1, 2, 3]),
 )
+# Found by the thorough profile: 6 + u < 0 inside the region, so the function is NaN there.
+@example(name="log(6+u)", seed=0, log_width=0.0, negative=False, double=False, degree=1)
 def test_far_end_remainder_matches_the_general_path(
     name, seed, log_width, negative, double, degree
 ):
