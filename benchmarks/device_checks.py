@@ -17,7 +17,8 @@ N×28×28) and ``labels``; random pixels are used without it. It prints four Mar
    and whether the bound of ``h(η)`` computed at each precision contains ``h`` evaluated at
    ``'highest'`` precision on a grid of ``η`` (worst violation relative to ``|h|``);
 4. full-batch SafeRate(Adam) training at each precision: the largest relative rise of the loss
-   between consecutive steps (SafeRate promises none beyond rounding) and the final loss.
+   between consecutive steps (SafeRate promises none beyond rounding) and the final loss;
+5. only when asked (``--sections steps-highest``): table 1 with every matmul at ``'highest'``.
 """
 
 from __future__ import annotations
@@ -67,6 +68,14 @@ def step_table(images, labels, quick, repeats):
             f"{r['memory_ratio']:.2f}x ({r['adam_temp_mib']:.1f} → {r['saferate_temp_mib']:.1f} "
             f"MiB) | {r['compile_ratio']:.2f}x | {r['traces']} |"
         )
+
+
+def highest_precision_steps(images, labels, quick, repeats):
+    """The step table with every matmul at ``'highest'`` precision (no TF32): what the strict
+    guarantee costs on a GPU."""
+    print("\nAll matmuls at 'highest' precision:\n")
+    with jax.default_matmul_precision("highest"):
+        step_table(images, labels, quick, repeats)
 
 
 def bound_pass_table(quick, repeats):
@@ -164,18 +173,24 @@ def main():
     parser.add_argument("--data", help="IDX directory or .npz (random pixels if absent)")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument(
+        "--sections",
+        default="steps,bound,precision,training",
+        help="comma-separated subset of steps, bound, precision, training, steps-highest",
+    )
     args = parser.parse_args()
     start = time.perf_counter()
     images, labels, source = load(args.data, 1000 if args.quick else 10000)
     device = jax.devices()[0]
     print(f"# {device.platform}: {device.device_kind}, jax {jax.__version__}, {source}\n")
-    sections = [
-        partial(step_table, images, labels, args.quick, args.repeats),
-        partial(bound_pass_table, args.quick, args.repeats),
-        partial(precision_table, args.quick),
-        partial(training_table, images, labels, args.quick),
-    ]
-    for section in sections:
+    sections = {
+        "steps": partial(step_table, images, labels, args.quick, args.repeats),
+        "bound": partial(bound_pass_table, args.quick, args.repeats),
+        "precision": partial(precision_table, args.quick),
+        "training": partial(training_table, images, labels, args.quick),
+        "steps-highest": partial(highest_precision_steps, images, labels, args.quick, args.repeats),
+    }
+    for section in (sections[name] for name in args.sections.split(",")):
         # Device time is scarce: a section that fails reports why and the others still run.
         try:
             section()
