@@ -8,8 +8,8 @@ check it before spending device time):
 ``--data`` is a directory of Fashion-MNIST IDX files or an ``.npz`` holding ``images`` (uint8,
 N×28×28) and ``labels``; random pixels are used without it. It prints four Markdown tables:
 
-1. ``step_time.py``'s table (SafeRate(Adam) step vs Adam step: time, temporary memory, compile
-   time, traces) for the relu MLP 784-1000-10, the 4x512 relu MLP and the CNN;
+1. ``step_time.py``'s table (SafeRate(Adam) step vs Adam step: time, its floor, temporary
+   memory, compile time, traces) for the relu MLP 784-1000-10, the 4x512 relu MLP and the CNN;
 2. the bound pass over ``value_and_grad`` on the softplus + squared-error MLPs of
    ``compare_autobound.py`` (depth 1, 2, 4);
 3. matmul precision: on GPUs JAX's default float32 matmul may run in TF32 (10-bit mantissa).
@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import step_time
+from compare_autobound import bound_fn
 from compare_autobound import mlp_direction_loss
 from problems import mlp
 
@@ -51,31 +52,12 @@ def load(data: str | None, count: int):
     return step_time.load_images(data, count)
 
 
-def step_table(images, labels, quick, repeats):
-    n_mlp, n_cnn, hidden, deep = (1000, 200, 256, 128) if quick else (10000, 1000, 1000, 512)
-    relu = jax.nn.relu
-    models = [
-        (f"MLP 784-{hidden}-10 relu CE, {n_mlp}", mlp([hidden], relu, "ce", images, labels)),
-        (f"MLP 4x{deep} relu CE, {n_mlp}", mlp([deep] * 4, relu, "ce", images, labels)),
-        (f"CNN relu CE, {n_cnn}", step_time.cnn(images[:n_cnn], labels[:n_cnn])),
-    ]
-    print("| model | Adam (ms) | SafeRate (ms) | time | temp memory | compile | traces |")
-    print("|---|---|---|---|---|---|---|")
-    for name, (loss, params) in models:
-        r = step_time.measure_model(name, loss, params, repeats)
-        print(
-            f"| {name} | {r['adam_ms']:.2f} | {r['saferate_ms']:.2f} | {r['time_ratio']:.2f}x | "
-            f"{r['memory_ratio']:.2f}x ({r['adam_temp_mib']:.1f} → {r['saferate_temp_mib']:.1f} "
-            f"MiB) | {r['compile_ratio']:.2f}x | {r['traces']} |"
-        )
-
-
 def highest_precision_steps(images, labels, quick, repeats):
     """The step table with every matmul at ``'highest'`` precision (no TF32): what the strict
     guarantee costs on a GPU."""
     print("\nAll matmuls at 'highest' precision:\n")
     with jax.default_matmul_precision("highest"):
-        step_table(images, labels, quick, repeats)
+        step_time.print_step_table(images, labels, quick, repeats)
 
 
 def bound_pass_table(quick, repeats):
@@ -85,7 +67,7 @@ def bound_pass_table(quick, repeats):
     eta = jnp.asarray(1.0, jnp.float32)
     for depth, width, n in configs:
         h, data = mlp_direction_loss(depth, width, n, jnp.float32)
-        bound, value_and_grad = jax.jit(_bound_of(h)), jax.jit(jax.value_and_grad(h))
+        bound, value_and_grad = bound_fn(ab, h, jnp.float32), jax.jit(jax.value_and_grad(h))
         runs = [partial(bound, eta, data), partial(value_and_grad, eta, data)]
         for run in runs:
             jax.block_until_ready(run())
@@ -99,15 +81,6 @@ def bound_pass_table(quick, repeats):
         )
 
 
-def _bound_of(h):
-    zero = jnp.zeros((), jnp.float32)
-
-    def bound(eta_max, data):
-        return ab.taylor_bounds(lambda t: h(t, data), 2)(zero, (zero, eta_max)).coefficients
-
-    return bound
-
-
 def precision_table(quick):
     n = 1000 if quick else 10000
     h, data = mlp_direction_loss(2, 512, n, jnp.float32)
@@ -119,17 +92,15 @@ def precision_table(quick):
     print(f"\ndefault-precision X @ W: max error {error:.2e} relative to max |X @ W|\n")
     print("| bound computed at | η_max | c1 | c2 interval | worst violation / abs(h) |")
     print("|---|---|---|---|---|")
-    zero = jnp.zeros((), jnp.float32)
     for eta_max in (1e-3, 1e-1, 1.0):
         grid = jnp.linspace(0.0, eta_max, 33, dtype=jnp.float32)
         with jax.default_matmul_precision("highest"):
             truth = jax.jit(jax.vmap(lambda t: h(t, data)))(grid)
         for precision in ("default", "highest"):
             with jax.default_matmul_precision(None if precision == "default" else "highest"):
-                bounds = jax.jit(
-                    lambda e: ab.taylor_bounds(lambda t: h(t, data), 2)(zero, (zero, e))
-                )(jnp.float32(eta_max))
-            c0, c1, (c2_lo, c2_hi) = bounds.coefficients
+                # Traced inside the context: its matmuls take that precision.
+                bound = bound_fn(ab, h, jnp.float32)
+                c0, c1, (c2_lo, c2_hi) = bound(jnp.float32(eta_max), data)
             lower = c0 + c1 * grid + c2_lo * grid**2
             upper = c0 + c1 * grid + c2_hi * grid**2
             worst = jnp.max(jnp.maximum(lower - truth, truth - upper) / jnp.abs(truth))
@@ -148,14 +119,7 @@ def training_table(images, labels, quick):
             with jax.default_matmul_precision(None if precision == "default" else "highest"):
                 loss, params = mlp([width], activation, "ce", images[:n], labels[:n])
                 tx = osr.saferate(optax.adam(1.0))
-                state = tx.init(params)
-
-                @jax.jit
-                def step(params, state, loss=loss, tx=tx):
-                    value, grads = jax.value_and_grad(loss)(params)
-                    updates, state = tx.update(grads, state, params, value_fn=loss, value=value)
-                    return optax.apply_updates(params, updates), state, value
-
+                step, state = step_time.make_step(tx, loss), tx.init(params)
                 values = []
                 for _ in range(steps):
                     params, state, value = step(params, state)
@@ -184,7 +148,7 @@ def main():
     device = jax.devices()[0]
     print(f"# {device.platform}: {device.device_kind}, jax {jax.__version__}, {source}\n")
     sections = {
-        "steps": partial(step_table, images, labels, args.quick, args.repeats),
+        "steps": partial(step_time.print_step_table, images, labels, args.quick, args.repeats),
         "bound": partial(bound_pass_table, args.quick, args.repeats),
         "precision": partial(precision_table, args.quick),
         "training": partial(training_table, images, labels, args.quick),

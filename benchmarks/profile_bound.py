@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 import step_time
+from compare_autobound import bound_fn
 from compare_autobound import mlp_direction_loss
 from problems import mlp
 
@@ -35,14 +36,7 @@ from optax_saferate import autobound as ab
 
 def bound_call(depth, width, inputs):
     h, data = mlp_direction_loss(depth, width, inputs, jnp.float32)
-    zero = jnp.zeros((), jnp.float32)
-
-    @jax.jit
-    def bound(eta_max, data):
-        return ab.taylor_bounds(lambda t: h(t, data), 2)(zero, (zero, eta_max)).coefficients
-
-    eta = jnp.float32(1.0)
-    return bound, (eta, data)
+    return bound_fn(ab, h, jnp.float32), (jnp.float32(1.0), data)
 
 
 def step_call(width, inputs, data):
