@@ -31,10 +31,11 @@ def _logistic_parts(x: Array) -> tuple[Array, Array, Array]:
     From ``e = exp(-|x|)`` and ``m = expm1(-|x|)``: ``σ(|x|) = 1/(1+e)``, ``σ(-|x|) = e/(1+e)``
     and ``σ(-|x|) - σ(|x|) = m/(1+e)`` (no cancellation near 0).
     """
-    e = jnp.exp(-jnp.abs(x))
+    y = -jnp.abs(x)
+    e = jnp.exp(y)
     big = 1 / (1 + e)
     small = e * big
-    difference = jnp.sign(x) * (_expm1_from_exp(-jnp.abs(x), e) * big)
+    difference = jnp.sign(x) * (_expm1_from_exp(y, e) * big)
     positive = x >= 0
     return jnp.where(positive, big, small), jnp.where(positive, small, big), difference
 

@@ -137,12 +137,11 @@ def taylor_bounds(
                 f"{x0.shape}. Flatten the input (jax.flatten_util.ravel_pytree) or bound f along "
                 "a line, t -> f(x0 + t·direction)."
             )
-        ends = trust_region
-        a, b = (jnp.asarray(e, x0.dtype) for e in ends)
+        a, b = (jnp.asarray(e, x0.dtype) for e in trust_region)
         closed = jax.make_jaxpr(f)(x0)
         if len(closed.out_avals) != 1:
             raise ValueError("f must return a single array")
-        t = Interval(*(_offset(e, x0, known_zero) for e in ends))
+        t = Interval(*(_offset(e, x0, known_zero) for e in trust_region))
         known_ranges = _no_ranges
         if propagate_trust_regions:
             recorded: list[Interval] = []

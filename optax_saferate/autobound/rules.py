@@ -20,6 +20,7 @@ from jax.extend.core import primitives as P
 
 from optax_saferate.autobound import elementwise
 from optax_saferate.autobound import enclosures
+from optax_saferate.autobound import intervals
 from optax_saferate.autobound import logsumexp as lse
 from optax_saferate.autobound import maximum as maximum_rule
 from optax_saferate.autobound.elementwise import ElementwiseFunction
@@ -547,20 +548,13 @@ def _select_by_comparison(ctx, eqn, comparison: Comparison, cases):
     if ctx.degree == 0:
         # A plain range: the result is one of the two cases, so their hull holds it.
         if_false, if_true = (enclosures.range_over(_as_enclosure(c, d), ctx) for c in cases)
+        either = intervals.hull(if_true, if_false)
         shape = _out_shape(eqn)
-        lo = jnp.where(
-            constant,
-            jnp.where(at_reference, if_true.lo, if_false.lo),
-            jnp.minimum(if_true.lo, if_false.lo),
+        lo, hi = (
+            jnp.broadcast_to(jnp.where(constant, jnp.where(at_reference, t, f), h), shape)
+            for t, f, h in zip(if_true, if_false, either, strict=True)
         )
-        hi = jnp.where(
-            constant,
-            jnp.where(at_reference, if_true.hi, if_false.hi),
-            jnp.maximum(if_true.hi, if_false.hi),
-        )
-        return TaylorEnclosure(
-            (), Interval(jnp.broadcast_to(lo, shape), jnp.broadcast_to(hi, shape))
-        )
+        return TaylorEnclosure((), Interval(lo, hi))
     chosen = enclosures.combine_monotone(
         lambda if_false, if_true: jnp.where(at_reference, if_true, if_false), cases, ctx
     )
