@@ -21,11 +21,11 @@ It measures, on the configuration the public package supports (softplus MLP, squ
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from step_time import interleaved_median
 
 from optax_saferate import autobound as ours
 
@@ -90,16 +90,6 @@ def interval_cell(package, h, data, dtype, eta_max):
     return f"[{float(lo):.4g}, {float(hi):.4g}]"
 
 
-def median_interleaved(fns, repeats):
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            jax.block_until_ready(fn())
-            times[i].append(time.perf_counter() - start)
-    return [float(np.median(t)) for t in times]
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -129,7 +119,8 @@ def main():
     ]
     for fn in runs:
         jax.block_until_ready(fn())
-    ours_s, theirs_s, vg_s, floor_s = median_interleaved(runs, repeats)
+    blocking = [lambda fn=fn: jax.block_until_ready(fn()) for fn in runs]
+    ours_s, theirs_s, vg_s, floor_s = interleaved_median(blocking, repeats)
     layers = "-".join([str(width)] * args.depth)
     print(f"| bound pass, MLP 784-{layers}-10 softplus MSE, {n} inputs | ms | / value_and_grad |")
     print("|---|---|---|")

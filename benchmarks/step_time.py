@@ -112,11 +112,23 @@ def first_layer_product(images, params):
     Adam's step already holds the other two (``X·W`` forward, ``Xᵀ·δ`` backward); SafeRate's
     bound needs the direction's effect on every first-layer preactivation, ``X·D``. So
     ``(Adam step + X·D) / Adam step`` is the floor of the time ratio whatever the bound costs.
+
+    The product is written whole, as in the step, into a buffer it was given (donated, so XLA
+    writes in place): a summed product never writes its ``N × width`` output (about 20% faster
+    here), and a fresh output would pay for first-touch page faults the step does not pay for
+    that array.
     """
     x = jnp.asarray(images.reshape(len(images), -1))
     direction = -1e-2 * jnp.sign(params[0]["w"] + 1e-3)
-    product = jax.jit(lambda x, d: jnp.sum(x @ d))
-    return lambda: jax.block_until_ready(product(x, direction))
+    product = jax.jit(
+        lambda x, d, out: jax.lax.dynamic_update_slice(out, x @ d, (0, 0)), donate_argnums=2
+    )
+    buffer = {"out": jnp.zeros((x.shape[0], direction.shape[1]), x.dtype)}
+
+    def run():
+        buffer["out"] = jax.block_until_ready(product(x, direction, buffer["out"]))
+
+    return run
 
 
 def measure_model(name, loss, params, repeats, floor=None):
