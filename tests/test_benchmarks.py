@@ -64,8 +64,24 @@ def test_device_checks_quick_reports_sound_bounds_and_no_loss_rise():
 
 
 def test_profile_bound_lists_the_kernels_of_a_small_bound_pass():
-    output = run_script("profile_bound.py", "--width", "64", "--inputs", "200", "--top", "5")
-    rows = table_rows(output, "")
-    kernels = [row for row in rows if row and row[0] not in ("kernel", "---")]
+    output = run_script(
+        "profile_bound.py",
+        "--width",
+        "64",
+        "--inputs",
+        "200",
+        "--top",
+        "5",
+        "--timeline",
+        "--shortest",
+        "0",
+    )
+    rows = [row for row in table_rows(output, "") if row[0] not in ("kernel", "start (ms)")]
+    kernels = [row for row in rows if len(row) == 3 and not row[0].startswith("---")]
     assert len(kernels) == 5, output
     assert any("dot" in row[2] for row in kernels), kernels
+    assert "minor page faults per call" in output
+    timeline = [row for row in rows if len(row) == 4 and not row[0].startswith("---")]
+    starts = [float(row[0]) for row in timeline]
+    assert all(float(end) >= float(start) for start, end, *_ in timeline), timeline
+    assert starts == sorted(starts) and starts and starts[0] >= 0, timeline
