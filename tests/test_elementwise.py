@@ -168,6 +168,28 @@ def test_relu_at_the_kink_one_sided_is_finite_and_two_sided_is_unbounded():
     assert lo <= -1.0 <= hi and hi - lo <= 1.0
 
 
+@pytest.mark.parametrize(
+    ("name", "f", "left_slope"),
+    [
+        ("elu(0.5)", lambda x: jax.nn.elu(x, 0.5), 0.5),
+        ("leaky_relu(0.2)", lambda x: jax.nn.leaky_relu(x, 0.2), 0.2),
+    ],
+)
+def test_a_one_sided_region_at_a_kink_gets_that_sides_derivative(name, f, left_slope):
+    # Autodiff picks one side's derivative at the kink (0.5 for elu(0.5), whatever the region);
+    # a sharp enclosure over [0, 1] must use the right derivative and over [-1, 0] the left one.
+    x0 = np.array([0.0])
+    right = check_bounds(f, x0, (x0, x0 + 1.0), 2, jit=False, check_taylor=False)
+    assert float(right.coefficients[1][0]) == 1.0, name
+    np.testing.assert_allclose([float(e[0]) for e in right.final_interval()], [0.0, 0.0])
+    left = check_bounds(f, x0, (x0 - 1.0, x0), 2, jit=False, check_taylor=False)
+    assert float(left.coefficients[1][0]) == left_slope, name
+    # The exact range of (f(x) - left_slope·x) / x² over [-1, 0): 0 for leaky_relu, and
+    # 0.5·(e^x - 1 - x)/x² in [0.5/e, 0.25] for elu(0.5).
+    expected = [0.0, 0.0] if "leaky" in name else [0.5 / np.e, 0.25]
+    np.testing.assert_allclose([float(e[0]) for e in left.final_interval()], expected, rtol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_relu_exact_away_from_the_kink(dtype):
     x0 = np.array([1.0, -1.0, 3.0])
