@@ -543,6 +543,23 @@ def test_max_pool_exact_where_one_candidate_dominates():
         np.testing.assert_allclose(a, b, rtol=1e-14)
 
 
+@pytest.mark.parametrize(
+    ("name", "f", "value"),
+    [
+        # b + relu(a - b) and a - relu(a - b) round to 0 here: the tiny operand is lost.
+        ("max", lambda x: jnp.maximum(1.4e-45 * x, x), -7e-46),
+        ("min", lambda x: jnp.minimum(-1.4e-45 * x, x), -0.5),
+        ("min, tiny wins", lambda x: jnp.minimum(-x, 1.4e-45 * x), -7e-46),
+    ],
+)
+def test_max_and_min_take_their_exact_value_at_the_reference_point(name, f, value):
+    # The kink (x = 0) is inside [-0.5, 0.5], so neither operand is picked whole.
+    x0 = np.array([-0.5])
+    bounds = check_bounds(f, x0, (x0, x0 + 1.0), 2, jit=False, check_taylor=False)
+    assert float(bounds.coefficients[0][0]) == float(f(jnp.float64(-0.5))), name
+    np.testing.assert_allclose(float(bounds.coefficients[0][0]), value, rtol=1e-3)
+
+
 # --------------------------------------------------------------------------- wrappers
 
 

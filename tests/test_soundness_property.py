@@ -153,6 +153,14 @@ def test_random_compositions_are_sound():
         dtype=np.float64,
         region=(np.zeros(8), (np.zeros(8), np.ones(8))),
     )
+    # Also found by it: max(1.4e-45·x, x) at x0 = -0.5 had the value b0 + relu(a0 - b0) = 0,
+    # not max(a0, b0) = -7e-46 (the rounding lost a0): the lower bound sat above f at x0.
+    @example(
+        tree=("max", ("scale", 1.401298464324817e-45, ("x",)), ("x",)),
+        degree=1,
+        dtype=np.float64,
+        region=(np.full(8, -0.5), (np.full(8, -0.5), np.full(8, 0.5))),
+    )
     def check(tree, degree, dtype, region):
         f = build(tree)
         x0, (lo, hi) = region

@@ -197,6 +197,7 @@ def maximum(env, ctx, a, b):
         a, b = b, a  # make `b` the enclosure
     difference = _subtract_values(ctx, a, b)
     merged = enclosures.add(b, apply_relu(env, ctx, difference), ctx)
+    merged = _with_value(merged, jnp.maximum, a, b)
     return _exact_where_one_side(ctx, difference, a, b, merged)
 
 
@@ -206,7 +207,22 @@ def minimum(env, ctx, a, b):
         a, b = b, a
     difference = _subtract_values(ctx, a, b)
     merged = enclosures.add(a, enclosures.negate(apply_relu(env, ctx, difference)), ctx)
+    merged = _with_value(merged, jnp.minimum, a, b)
     return _exact_where_one_side(ctx, difference, b, a, merged)
+
+
+def _with_value(merged: TaylorEnclosure, pick, a, b) -> TaylorEnclosure:
+    """``merged`` with its value at the reference point set to ``pick(a0, b0)``, exactly.
+
+    ``b0 + relu(a0 - b0)`` rounds: with ``|a0|`` far below ``|b0|`` it loses ``a0`` altogether
+    (``max(-1e-45, -0.5)`` came out as 0), while ``max`` and ``min`` of two floats are exact.
+    """
+    a, b = _as_enclosure(a, merged), _as_enclosure(b, merged)
+    if not (merged.coefficients and a.coefficients and b.coefficients):
+        return merged  # degree 0: the enclosure is a range, not a value
+    a0, b0 = a.coefficients[0], b.coefficients[0]
+    value = jnp.broadcast_to(pick(a0, b0), merged.shape).astype(merged.dtype)
+    return TaylorEnclosure((value, *merged.coefficients[1:]), merged.remainder)
 
 
 def _exact_where_one_side(ctx, difference, when_positive, when_negative, merged):
