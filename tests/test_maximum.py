@@ -41,7 +41,7 @@ def test_near_ties_are_sharp_not_compounded(k):
         np.testing.assert_allclose(float(hi), 25.0 * (k - 1), rtol=1e-9)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=settings.default.max_examples, deadline=None)  # 20, or 200 thorough
 @given(
     seed=st.integers(0, 2**16),
     count=st.integers(2, 6),

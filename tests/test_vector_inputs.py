@@ -51,7 +51,9 @@ def _derivative_tensor(f, x0, order):
     return np.asarray(g(x0), np.float64) / math.factorial(order)
 
 
-@settings(max_examples=6, deadline=None)
+# Each example runs the engine eagerly over several functions (~4 s): a few by default, ten
+# times as many under HYPOTHESIS_PROFILE=thorough (conftest.py).
+@settings(max_examples=max(3, settings.default.max_examples // 6), deadline=None)
 @given(
     name=st.sampled_from(sorted(FUNCTIONS)),
     seed=st.integers(0, 2**16),
@@ -90,7 +92,7 @@ def test_bounds_hold_on_the_box_and_coefficients_are_the_derivatives(
         assert np.all(value <= np.asarray(bounds.upper(jnp.asarray(x))) + slack)
 
 
-@settings(max_examples=4, deadline=None)
+@settings(max_examples=max(2, settings.default.max_examples // 8), deadline=None)
 @given(n=st.sampled_from([1, 2, 5]), seed=st.integers(0, 2**16), degree=st.sampled_from([1, 2]))
 def test_any_vector_length(n, seed, degree):
     rng = np.random.default_rng(seed)
