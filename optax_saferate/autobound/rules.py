@@ -188,7 +188,8 @@ def _sign(env, ctx, eqn, x):
 
 
 def maximum(env, ctx, a, b):
-    """``max(a, b) = b + relu(a - b)`` (constants allowed on either side).
+    """``max(a, b) = b + relu(a - b)`` (constants allowed on either side), with the value at the
+    reference point taken exactly as ``max(a0, b0)``.
 
     Where ``a - b`` keeps one sign over the trust region the result is ``a`` or ``b`` itself:
     ``b + (a - b)`` would add the remainder of ``b`` twice.
@@ -202,7 +203,8 @@ def maximum(env, ctx, a, b):
 
 
 def minimum(env, ctx, a, b):
-    """``min(a, b) = a - relu(a - b)``, or ``a`` or ``b`` itself where one is always smaller."""
+    """``min(a, b) = a - relu(a - b)`` with the value ``min(a0, b0)`` exact, or ``a`` or ``b``
+    itself where one is always smaller."""
     if not isinstance(a, TaylorEnclosure):
         a, b = b, a
     difference = _subtract_values(ctx, a, b)
