@@ -1,0 +1,202 @@
+"""Sharp curvature bounds of log-sum-exp along a line: the softmax cross-entropy's remainder.
+
+Along the line ``z(t) = z_0 + t·z_1`` (one log-sum-exp per reduced slice),
+
+    LSE(z(t)) = LSE(z_0) + t·p·z_1 + N(t),    N(t) = log Σ_i p_i e^{t·d_i},
+
+with ``p = softmax(z_0)`` and ``d = z_1 - p·z_1`` (so ``Σ p_i d_i = 0``). ``N`` is convex,
+``N(0) = N'(0) = 0``, ``N'(t) = q(t)·d`` and ``N''(t) = Var_{q(t)}(d)`` with
+``q(t) = softmax(z(t))``. The best degree-2 remainder coefficient over ``0 < t <= T`` is
+
+    R2*(T) = sup_{0<t<=T} N(t)/t²,
+
+which tends to ``½·Var_p(d)`` as ``T -> 0`` and, once ``T·spread(d)`` is several units (Adam
+directions give spreads of tens to hundreds), is far below the classical caps: Popoviciu's
+``spread²/8`` and the uniform tilt ``½·e^{T·spread}·Var_p``. :func:`remainder_sup` bounds it
+from above, at the cost of a few softmaxes of the slice:
+
+* **tilt**, valid on all of ``(0, T]``: ``q_i(s) <= p_i·e^{s·d_i}`` (``N(s) >= 0``), so
+  ``N''(s) <= Σ p_i d_i² e^{s·d_i⁺}`` and ``N(t)/t² <= Σ_i p_i d_i² φ(T·d_i⁺)`` with
+  ``φ(x) = (e^x - 1 - x)/x²`` (``φ(0) = ½``). Per-class, so a few classes with large ``d_i``
+  cost only their own probability; exact as ``T -> 0``.
+* **grid**: on geometric points ``t_1 < … < t_m = T``, ``N`` is evaluated exactly; on each piece
+  ``[t_j, t_{j+1}]`` two upper bounds of ``N`` hold: the chord (convexity) and the expansion at
+  ``t_j`` with the tilt bound of ``N''`` relative to ``q(t_j)``. Divided by ``t²`` each is a
+  quadratic in ``1/t``, whose maximum over the piece is exact; the piece takes the smaller.
+  On ``(0, t_1]`` the tilt bound at ``t_1`` applies. ``t_1`` is where ``t·spread(d)`` is
+  ``_SMALL_REACH``, so the first piece is already sharp.
+
+The result is the smallest of the three (tilt, grid, Popoviciu), each an upper bound of
+``R2*(T)``. For a whole batch the sum of per-slice suprema can exceed the supremum of the sum
+(slices peak at different ``t``); that is the price of an elementwise enclosure.
+
+The negative side ``[t_lo, 0)`` is the positive side of the line with ``d`` negated.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+from optax_saferate.autobound import intervals
+
+# Grid points on (0, T]: 8 points cost 8 softmaxes of each slice and give bounds within a few
+# percent of the best per-slice coefficient on Adam directions (benchmarks/step_quality.py).
+GRID_POINTS = 8
+# The grid starts where t·spread(d) = _SMALL_REACH: there the tilt bound exceeds ½·Var_p(d)
+# by at most a factor φ(0.05)/φ(0) ≈ 1.017.
+_SMALL_REACH = 0.05
+# Where t·spread(d) is at most 1, N(t) = log1p(t²·Σ p d² φ(t d)) avoids the cancellation of
+# LSE(log p + t d) (which subtracts numbers near log 1).
+_SERIES_REACH = 1.0
+# Rounding allowance, in units of eps times the magnitude of the terms of each piece bound.
+_ROUNDING_FACTOR = 32.0
+
+
+def phi(x: Array) -> Array:
+    """``(e^x - 1 - x)/x²`` (``½`` at 0), accurate for every ``x``; increasing and positive."""
+    small = jnp.abs(x) < 0.1
+    safe = jnp.where(small, jnp.ones_like(x), x)
+    # Six series terms: the truncation error at |x| = 0.1 is below 1e-10 relative.
+    series = 0.5 + x * (1 / 6 + x * (1 / 24 + x * (1 / 120 + x * (1 / 720 + x / 5040))))
+    direct = (jnp.expm1(safe) - safe) / (safe * safe)
+    return jnp.where(small, series, direct)
+
+
+def _sum(x: Array, axes) -> Array:
+    return jnp.sum(x, axes)
+
+
+def _weighted(p: Array, x: Array) -> Array:
+    """``p·x`` with ``0·inf = 0`` (a class of probability 0 never matters)."""
+    return intervals.times(p, x)
+
+
+def tilt_bound(p: Array, d: Array, reach: Array, axes) -> Array:
+    """``Σ_i p_i d_i² φ(reach·d_i⁺)``: an upper bound of ``N(t)/t²`` on ``(0, reach]``.
+
+    ``reach`` is a scalar or has the reduced shape (one reach per slice).
+    """
+    if jnp.ndim(reach):
+        reach = jnp.expand_dims(reach, axes)
+    return _sum(_weighted(p, d * d * phi(reach * jnp.maximum(d, 0))), axes)
+
+
+def _line_value(log_p: Array, p: Array, d: Array, t: Array, axes, spread: Array) -> Array:
+    """``N(t) = log Σ p_i e^{t d_i}``, by the series form for small ``t·spread`` (no
+    cancellation) and by a shifted log-sum-exp beyond."""
+    small = _sum(_weighted(p, d * d * phi(t * d)), axes)
+    reduced_t = jnp.squeeze(t, axes)
+    by_series = jnp.log1p(reduced_t * reduced_t * small)
+    exponent = log_p + t * d
+    shift = jnp.max(exponent, axes, keepdims=True)
+    shift = jnp.where(jnp.isfinite(shift), shift, 0)
+    direct = jnp.log(_sum(jnp.exp(exponent - shift), axes)) + jnp.squeeze(shift, axes)
+    return jnp.where(reduced_t * spread <= _SERIES_REACH, by_series, direct)
+
+
+def _quadratic_max(a2: Array, a1: Array, a0: Array, lo: Array, hi: Array) -> Array:
+    """``max_{s∈[lo, hi]} a2·s² + a1·s + a0`` (the vertex counts when the parabola opens down)."""
+
+    def value(s):
+        return (a2 * s + a1) * s + a0
+
+    ends = jnp.maximum(value(lo), value(hi))
+    safe = jnp.where(a2 != 0, a2, 1)
+    vertex = jnp.clip(-a1 / (2 * safe), lo, hi)
+    return jnp.where(a2 < 0, jnp.maximum(ends, value(vertex)), ends)
+
+
+def remainder_sup(log_p: Array, p: Array, d: Array, reach: Array, axes) -> Array:
+    """An upper bound of ``sup_{0<t<=reach} N(t)/t²`` per slice (``axes`` reduced).
+
+    Args:
+      log_p: ``log softmax(z_0)`` (``-inf`` for classes of probability 0).
+      p: ``softmax(z_0)``.
+      d: the centred slope ``z_1 - p·z_1`` (finite).
+      reach: the far end ``T >= 0`` of the one-sided region, a scalar.
+      axes: the reduced axes.
+
+    Returns:
+      The bound, with ``axes`` removed; at ``reach = 0`` it is ``½·Var_p(d)``.
+    """
+    axes = tuple(axes)
+    dtype = d.dtype
+    reach = jnp.asarray(reach, dtype)
+    spread = jnp.max(d, axes) - jnp.min(d, axes)
+    popoviciu = spread * spread / 8
+    tilt = tilt_bound(p, d, reach, axes)
+    # The grid on (0, reach]: t_1 = _SMALL_REACH/spread (or reach, if smaller), then geometric.
+    positive = reach > 0
+    safe_reach = jnp.where(positive, reach, jnp.ones_like(reach))
+    safe_spread = jnp.where(spread > 0, spread, jnp.ones_like(spread))
+    tiny = safe_reach * jnp.asarray(2.0**-60, dtype)
+    first = jnp.clip(_SMALL_REACH / safe_spread, tiny, safe_reach)
+    fractions = jnp.asarray(np.linspace(0.0, 1.0, GRID_POINTS), dtype)
+    fractions = fractions.reshape((GRID_POINTS,) + (1,) * first.ndim)
+    log_first = jnp.log(first)
+    grid = jnp.exp(log_first + fractions * (jnp.log(safe_reach) - log_first))
+    grid = grid.at[-1].set(jnp.broadcast_to(safe_reach, first.shape))
+    shifted_axes = tuple(a + 1 for a in axes)
+    full_grid = jnp.expand_dims(grid, shifted_axes)  # (m, ...) with the reduced axes as 1
+    log_p_, p_, d_ = log_p[None], p[None], d[None]  # a leading grid axis
+    values = _line_value(log_p_, p_, d_, full_grid, shifted_axes, spread[None])
+    probabilities = jnp.exp(log_p_ + full_grid * d_ - jnp.expand_dims(values, shifted_axes))
+    slopes = _sum(_weighted(probabilities, d_), shifted_axes)  # N'(t_j) = q(t_j)·d
+    near = tilt_bound(p, d, first, axes)
+    t_j, t_k = grid[:-1], grid[1:]
+    n_j, n_k = values[:-1], values[1:]
+    width = t_k - t_j
+    nonempty = width > 0
+    safe_width = jnp.where(nonempty, width, jnp.ones_like(width))
+    s_lo, s_hi = 1 / t_k, 1 / t_j
+    # Chord: N(t) <= n_j + β·(t - t_j); over t², a quadratic in s = 1/t.
+    beta = (n_k - n_j) / safe_width
+    chord = _quadratic_max(n_j - beta * t_j, beta, jnp.zeros_like(beta), s_lo, s_hi)
+    # Expansion at t_j: N(t) <= n_j + μ_j·w + c_j·w², w = t - t_j, with c_j the tilt bound of
+    # ∫(w - s)N''(t_j + s)ds / w² relative to q(t_j) (centred at μ_j = N'(t_j)).
+    mu = slopes[:-1]
+    centred = d_ - jnp.expand_dims(mu, shifted_axes)
+    piece_width = jnp.expand_dims(width, shifted_axes)
+    curvature = _sum(
+        _weighted(
+            probabilities[:-1], centred * centred * phi(piece_width * jnp.maximum(centred, 0))
+        ),
+        shifted_axes,
+    )
+    expansion = _quadratic_max(
+        n_j - mu * t_j + curvature * t_j * t_j, mu - 2 * curvature * t_j, curvature, s_lo, s_hi
+    )
+    # Both forms subtract terms of size |n_j|, |μ_j|·t_j and c_j·t_j² before dividing by t_j²;
+    # the allowance covers their rounding (they cancel to the much smaller N(t)/t² - c_j).
+    magnitude = (jnp.abs(n_j) + jnp.abs(mu) * t_k + curvature * t_k * t_k) * s_hi * s_hi
+    allowance = _ROUNDING_FACTOR * jnp.finfo(dtype).eps * magnitude
+    pieces = jnp.where(nonempty, jnp.minimum(chord, expansion) + allowance, 0)
+    grid_bound = jnp.maximum(near, jnp.max(pieces, 0))
+    bound = jnp.minimum(jnp.minimum(tilt, popoviciu), grid_bound)
+    bound = jnp.where(jnp.isnan(bound), jnp.inf, bound)
+    return jnp.where(positive, bound, tilt)
+
+
+def tilt_range(p: Array, v: intervals.Interval, reach_hi: Array, reach_lo: Array, axes) -> Array:
+    """An upper bound of the total variation ``TV(q, p)`` for ``q = softmax(z_0 + t·V)`` with
+    ``V`` in the box ``v`` and ``t`` in ``[-reach_lo, reach_hi]``.
+
+    By convexity ``LSE(z_0 + tV) >= LSE(z_0) + t·p·V``, so ``log(q_i/p_i) <= t·(V_i - p·V)``;
+    over the box, ``V_i - p·V <= v_i.hi(1 - p_i) - Σ_{j≠i} p_j v_j.lo`` for ``t > 0`` and
+    ``p·V - V_i <= Σ_{j≠i} p_j v_j.hi - (1 - p_i) v_i.lo`` for ``t < 0``. Then
+    ``TV = Σ (q_i - p_i)⁺ <= Σ min(p_i·expm1(g_i), 1 - p_i)``, capped at 1.
+    """
+    keep = lambda x: jnp.expand_dims(x, axes)  # noqa: E731
+    weighted_lo = keep(_sum(_weighted(p, v.lo), axes))
+    weighted_hi = keep(_sum(_weighted(p, v.hi), axes))
+    up = v.hi - weighted_lo - _weighted(p, v.hi - v.lo)
+    down = weighted_hi - v.lo - _weighted(p, v.hi - v.lo)
+    gain = jnp.maximum(
+        intervals.times(reach_hi, jnp.maximum(up, 0)),
+        intervals.times(reach_lo, jnp.maximum(down, 0)),
+    )
+    gain = jnp.where(jnp.isnan(gain), jnp.inf, gain)  # unbounded increments: inf - inf
+    excess = jnp.minimum(_weighted(p, jnp.expm1(gain)), 1 - p)
+    return jnp.minimum(_sum(excess, axes), 1)
