@@ -95,10 +95,45 @@ def minimize_quadratic_bound(slope: Array, curvature: Array, max_step: Array) ->
     return jnp.where(curvature > 0, vertex, endpoint)
 
 
+TRUST_REGION_RULES = ("ladder", "halving")
+
+
+def _check_value(value, dtype) -> Array:
+    """``value_fn``'s result as a scalar of ``dtype``, or a clear error."""
+    shape, result_dtype = jnp.shape(value), jnp.result_type(value)
+    if shape != () or not jnp.issubdtype(result_dtype, jnp.floating):
+        raise TypeError(
+            "scale_by_saferate needs value_fn to return the scalar loss (a floating-point array of "
+            f"shape ()), but it returned shape {shape} and dtype {result_dtype}. Reduce it, e.g. "
+            "value_fn=lambda params: jnp.mean(per_example_loss(params))."
+        )
+    return jnp.asarray(value, dtype)
+
+
+DEFAULT_LADDER = (0.25, 1.0, 4.0, 16.0)
+
+
+def _validate_options(trust_region: str, ladder) -> tuple[float, ...]:
+    if trust_region not in TRUST_REGION_RULES:
+        raise ValueError(f"trust_region must be one of {TRUST_REGION_RULES}, got {trust_region!r}")
+    try:
+        rungs = tuple(float(r) for r in ladder)
+    except TypeError:
+        rungs = ()
+    if len(rungs) < 2 or min(rungs) <= 0 or max(rungs) <= 1 or not np.all(np.isfinite(rungs)):
+        raise ValueError(
+            "ladder must be a tuple of at least two positive finite multipliers of η_max with "
+            f"one above 1 (so that the region can grow), e.g. {DEFAULT_LADDER}; got {ladder!r}"
+        )
+    return tuple(sorted(rungs))
+
+
 def scale_by_saferate(
     initial_max_learning_rate: float = 1.0,
     verify_decrease: bool = False,
     min_max_learning_rate: float = 0.0,
+    trust_region: str = "ladder",
+    ladder: tuple[float, ...] = DEFAULT_LADDER,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Scale the incoming direction by the step size that minimises a bound of the loss.
 
@@ -113,12 +148,25 @@ def scale_by_saferate(
     ``optax.scale_by_adam()`` before any ``scale_by_learning_rate``). SafeRate first assumes
     ``+1``; if that first direction points uphill, that update takes no step and flips ``s``.
 
-    * If ``c1`` or ``c2_hi`` is not finite, no step is taken and ``η_max`` halves.
-    * If ``c1 >= 0`` (``s·u`` is not a descent direction), no step is taken and ``η_max`` stays.
-    * Otherwise ``η_max`` doubles when ``η >= η_max / 2`` and halves when not.
-    * A step ``η <= eps·η_max`` (``eps`` of the state's dtype) is not taken either: at that
-      scale the bound is useless, and such a step would move units sitting exactly on a relu
-      kink to just beside it, where their bound is huge; ``η_max`` halves.
+    **Finding the trust region.** The bound, and so the step, depends on the region
+    ``[0, η_max]``: too small and it caps the step, too large and the bound is loose.
+
+    * ``trust_region="ladder"`` (the default): each update bounds ``h`` over the regions
+      ``[0, T_j]``, ``T_j = η_max·ladder[j]`` (by default ``η_max·(1/4, 1, 4, 16)``), in one
+      vmapped pass (the forward pass, the first layer's ``X·D`` and the exact coefficients do
+      not depend on ``T`` and are computed once), and takes the step of the rung with the
+      largest guaranteed decrease ``-(c1·η + c2_hi(T_j)·η²)``. The next ``η_max`` is the
+      winning rung's ``T_j``, so the region follows the step by up to a factor 16 per update,
+      and no update is spent hunting for it. When no rung gives a finite bound (or only a step
+      below its rounding unit), no step is taken and ``η_max`` moves to a quarter of the lowest
+      rung.
+    * ``trust_region="halving"``: the rule of the paper: one region per update; ``η_max``
+      doubles when ``η >= η_max / 2`` and halves when not, or when the bound is not finite.
+
+    In both: if ``c1 >= 0`` (``s·u`` is not a descent direction), no step is taken and ``η_max``
+    stays. A step ``η <= eps·T`` (``eps`` of the state's dtype) is not taken: at that scale the
+    bound is useless, and such a step would move units sitting exactly on a relu kink to just
+    beside it, where their bound is huge.
 
     **Guarantee.** ``value_fn(params + η·s·u) <= value_fn(params)``. With the full training set
     in ``value_fn`` (full batch), the training loss never increases, up to floating-point
@@ -133,6 +181,14 @@ def scale_by_saferate(
       verify_decrease: check the new loss and refuse a step that increased it (a Python bool;
         with ``optax.inject_hyperparams`` list it in ``static_args``).
       min_max_learning_rate: a floor for ``η_max`` (0 lets it shrink freely).
+      trust_region: ``"ladder"`` (several regions per update, the default) or ``"halving"``
+        (the paper's doubling/halving rule, one region per update); a Python string.
+      ladder: the rungs as multipliers of ``η_max`` (a tuple, so ``optax.inject_hyperparams``
+        leaves it static); the bound pass's region-dependent work is done once per rung.
+
+    Raises:
+      ValueError: an unknown ``trust_region`` rule or an invalid ``ladder``.
+      TypeError: (from ``update``) ``value_fn`` is missing or does not return a scalar float.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``. Its ``update(updates, state, params, *,
@@ -158,6 +214,7 @@ def scale_by_saferate(
       Streeter & Dillon, "Automatically Bounding the Taylor Remainder Series", arXiv:2212.11429;
       "Universal Majorization-Minimization Algorithms", arXiv:2308.00190.
     """
+    multipliers = _validate_options(trust_region, ladder)
 
     def init_fn(params) -> SafeRateState:
         dtype = _scalar_dtype(params)
@@ -196,7 +253,7 @@ def scale_by_saferate(
         def along_direction(eta):
             step = eta * sign
             moved = jax.tree.map(lambda p, u: p + step * u, params, updates)
-            return jnp.asarray(value_fn(moved, **fn_kwargs), dtype)
+            return _check_value(value_fn(moved, **fn_kwargs), dtype)
 
         max_lr = state.max_learning_rate
         zero = jnp.zeros((), dtype)
@@ -205,26 +262,48 @@ def scale_by_saferate(
         # The region's lower end is a NumPy zero too: the engine then knows that end is the
         # reference point and bounds each activation's remainder at the far end only.
         origin = np.zeros((), dtype)
-        bounds = taylor_bounds(along_direction, 2)(origin, (origin, max_lr))
-        h0, slope, (curvature_lo, curvature_hi) = bounds.coefficients
+
+        def bound_over(region_end):
+            return taylor_bounds(along_direction, 2)(origin, (origin, region_end)).coefficients
+
+        if trust_region == "ladder":
+            rungs = max_lr * jnp.asarray(multipliers, dtype)
+            # vmap over the regions only: what does not depend on T is computed once.
+            h0, slope, (curvature_lo, curvature_hi) = jax.vmap(bound_over)(rungs)
+            h0, slope = h0[0], slope[0]
+        else:
+            rungs = max_lr[None]
+            h0, slope, (curvature_lo, curvature_hi) = bound_over(max_lr)
+            curvature_lo, curvature_hi = curvature_lo[None], curvature_hi[None]
         finite = jnp.isfinite(h0) & jnp.isfinite(slope) & jnp.isfinite(curvature_hi)
         descent = finite & (slope < 0)
-        eta = minimize_quadratic_bound(slope, curvature_hi, max_lr)
-        eta = jnp.where(descent, eta, zero)
-        # A step below the region's rounding unit (η <= eps·η_max) says the bound is useless
-        # at this η_max, not that the loss wants that step; taking it would move units that
+        etas = minimize_quadratic_bound(slope, curvature_hi, rungs)
+        # A step below the region's rounding unit (η <= eps·T) says the bound is useless
+        # at this T, not that the loss wants that step; taking it would move units that
         # sit exactly on a relu kink (dead rows, zero padding, where homogeneity keeps the
         # bound tight) to just beside it, where their sharp kink term 1/(4|u0|) is
         # astronomically large and keeps every later step as tiny: refuse it and shrink.
-        negligible = eta <= jnp.finfo(dtype).eps * max_lr
-        eta = jnp.where(negligible, zero, eta)
+        usable = descent & (etas > jnp.finfo(dtype).eps * rungs)
+        gains = jnp.where(usable, -(slope * etas + curvature_hi * etas**2), -jnp.inf)
+        # The lowest rung within 0.1% of the best decrease: where the vertex lies inside several
+        # rungs they tie, and the smallest region that holds it is the one to centre on next.
+        top = jnp.max(gains)
+        best = jnp.argmax(gains >= top - 1e-3 * jnp.abs(top))
+        eta = jnp.where(usable[best], etas[best], zero)
+        region = rungs[best]
+        curvature_lo, curvature_hi = curvature_lo[best], curvature_hi[best]
         if verify_decrease:
             new_value = along_direction(eta)
             eta = jnp.where(new_value <= h0, eta, zero)
         took_step = eta > 0
-        grow = took_step & (eta >= max_lr / 2)
         keep = jnp.isfinite(slope) & (slope >= 0)  # no descent along u: not the region's fault
-        new_max = jnp.where(grow, 2 * max_lr, jnp.where(keep, max_lr, max_lr / 2))
+        if trust_region == "ladder":
+            shrunk = rungs[0] / 4
+            moved_to = jnp.where(usable[best], region, shrunk)
+            new_max = jnp.where(keep, max_lr, moved_to)
+        else:
+            grow = took_step & (eta >= max_lr / 2)
+            new_max = jnp.where(grow, 2 * max_lr, jnp.where(keep, max_lr, max_lr / 2))
         new_max = jnp.maximum(new_max, jnp.asarray(min_max_learning_rate, dtype))
         predicted = jnp.where(took_step, -(slope * eta + curvature_hi * eta**2), zero)
         undecided = state.direction_sign == 0
@@ -257,6 +336,8 @@ def saferate(
     initial_max_learning_rate: float = 1.0,
     verify_decrease: bool = False,
     min_max_learning_rate: float = 0.0,
+    trust_region: str = "ladder",
+    ladder: tuple[float, ...] = DEFAULT_LADDER,
 ) -> optax.GradientTransformationExtraArgs:
     """``optax.chain(base_optimizer, scale_by_saferate(...))``.
 
@@ -269,6 +350,8 @@ def saferate(
       initial_max_learning_rate: see :func:`scale_by_saferate`.
       verify_decrease: see :func:`scale_by_saferate`.
       min_max_learning_rate: see :func:`scale_by_saferate`.
+      trust_region: see :func:`scale_by_saferate`.
+      ladder: see :func:`scale_by_saferate`.
 
     Returns:
       The chained transformation; call ``update(grads, state, params, value_fn=loss_fn)``.
@@ -286,5 +369,11 @@ def saferate(
     """
     return optax.chain(
         base_optimizer,
-        scale_by_saferate(initial_max_learning_rate, verify_decrease, min_max_learning_rate),
+        scale_by_saferate(
+            initial_max_learning_rate,
+            verify_decrease,
+            min_max_learning_rate,
+            trust_region,
+            ladder,
+        ),
     )

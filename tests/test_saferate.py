@@ -213,7 +213,7 @@ def test_non_descent_direction_takes_no_step_and_keeps_the_trust_region():
 def test_non_finite_bound_takes_no_step_and_halves():
     # log barrier: NaN for p <= 0, and an enormous first trust region.
     loss = lambda p: -jnp.sum(jnp.log(p)) + jnp.sum(p)  # noqa: E731
-    tx = osr.saferate(optax.sgd(1.0), initial_max_learning_rate=1e6)
+    tx = osr.saferate(optax.sgd(1.0), initial_max_learning_rate=1e6, trust_region="halving")
     params, state, values = _run(tx, loss, jnp.array([0.1, 5.0, 0.01]), 100)
     assert np.all(np.isfinite(np.asarray(params)))
     assert np.all(np.isfinite(values))
@@ -225,7 +225,7 @@ def test_non_finite_bound_takes_no_step_and_halves():
 
 def test_trust_region_doubles_when_step_uses_half_of_it():
     loss = lambda p: jnp.sum((p - 100.0) ** 2)  # noqa: E731
-    tx = osr.scale_by_saferate(initial_max_learning_rate=1.0)
+    tx = osr.scale_by_saferate(initial_max_learning_rate=1.0, trust_region="halving")
     params = jnp.zeros(1)
     state = tx.init(params)
     direction = jnp.ones(1)  # downhill; the optimum is 100 away
@@ -237,7 +237,7 @@ def test_trust_region_doubles_when_step_uses_half_of_it():
 def test_a_step_below_the_regions_rounding_unit_is_refused():
     # h(η) = (η - 1e-8)²: the bound's minimiser 1e-8 is below eps·η_max = 1.2e-7 (float32).
     loss = lambda p: jnp.sum((p - 1e-8) ** 2)  # noqa: E731
-    tx = osr.scale_by_saferate(initial_max_learning_rate=1.0)
+    tx = osr.scale_by_saferate(initial_max_learning_rate=1.0, trust_region="halving")
     params = jnp.zeros(1, jnp.float32)
     state = tx.init(params)
     updates, state = tx.update(jnp.ones(1), state, params, value_fn=loss)
@@ -248,6 +248,73 @@ def test_a_step_below_the_regions_rounding_unit_is_refused():
     for _ in range(30):
         updates, state = tx.update(jnp.ones(1), state, params, value_fn=loss)
     assert float(updates[0]) > 0
+
+
+def test_ladder_takes_the_rung_with_the_largest_guaranteed_decrease():
+    # h(η) = (η - 100)² along u = 1: the exact quadratic, so c2 = 1 on every rung and the best
+    # rung is the largest, 16·η_max, which the next update's ladder is centred on.
+    loss = lambda p: jnp.sum((p - 100.0) ** 2)  # noqa: E731
+    tx = osr.scale_by_saferate(initial_max_learning_rate=1.0)
+    params = jnp.zeros(1)
+    state = tx.init(params)
+    updates, state = tx.update(jnp.ones(1), state, params, value_fn=loss)
+    assert float(updates[0]) == 16.0
+    assert float(state.learning_rate) == 16.0
+    assert float(state.max_learning_rate) == 16.0
+    params = params + updates
+    updates, state = tx.update(jnp.ones(1), state, params, value_fn=loss)
+    assert float(updates[0]) == pytest.approx(84.0)  # the vertex: inside the rung 256 only
+    assert float(state.max_learning_rate) == 256.0
+    params = params + updates
+    updates, state = tx.update(jnp.ones(1), state, params, value_fn=loss)
+    assert abs(float(updates[0])) < 1e-3  # at the optimum; the rungs 256 and 1024 tie at 0
+    assert float(state.max_learning_rate) in (64.0, 256.0)
+
+
+def test_ladder_prefers_a_lower_rung_when_its_bound_is_tighter():
+    # exp grows fast: over [0, 4] its bound is far looser than over [0, 1/4], so the lower rung's
+    # step gives the larger guaranteed decrease, and the region moves down to it.
+    loss = lambda p: jnp.sum(jnp.exp(p) - 3.0 * p)  # noqa: E731
+    tx = osr.scale_by_saferate(initial_max_learning_rate=1.0, ladder=(0.25, 1.0, 4.0))
+    params = jnp.zeros(1, jnp.float64) if jax.config.jax_enable_x64 else jnp.zeros(1)
+    state = tx.init(params)
+    direction = jnp.ones_like(params)
+    _, state = tx.update(direction, state, params, value_fn=loss)
+    slope, c2 = float(state.slope), float(state.curvature_hi)
+    chosen = float(state.max_learning_rate)
+    assert chosen in (0.25, 1.0, 4.0)
+    best = -(slope * state.learning_rate + c2 * state.learning_rate**2)
+    assert float(state.predicted_decrease) == pytest.approx(float(best))
+    for region in (0.25, 1.0, 4.0):  # no single region of the same ladder does better
+        single = osr.scale_by_saferate(initial_max_learning_rate=region, trust_region="halving")
+        _, other = single.update(direction, single.init(params), params, value_fn=loss)
+        assert float(other.predicted_decrease) <= float(state.predicted_decrease) * (1 + 1e-6)
+
+
+def test_ladder_moves_below_its_lowest_rung_when_no_rung_is_finite():
+    loss = lambda p: -jnp.sum(jnp.log(p)) + jnp.sum(p)  # noqa: E731
+    tx = osr.saferate(optax.sgd(1.0), initial_max_learning_rate=1e6)
+    params, state, values = _run(tx, loss, jnp.array([0.1, 5.0, 0.01]), 30)
+    assert np.all(np.isfinite(values))
+    assert np.all(np.diff(values) <= 1e-6 * np.abs(values[0]))
+    inner = state[1]
+    assert int(inner.halvings) > 0
+    assert values[-1] < values[0]
+
+
+def test_bad_options_and_non_scalar_losses_raise_clear_errors():
+    with pytest.raises(ValueError, match="trust_region"):
+        osr.scale_by_saferate(trust_region="doubling")
+    for ladder in ((1.0,), (0.5, 1.0), (0.0, 4.0), 4.0):
+        with pytest.raises(ValueError, match="ladder"):
+            osr.scale_by_saferate(ladder=ladder)
+    params = {"w": jnp.ones(3)}
+    tx = osr.scale_by_saferate()
+    state = tx.init(params)
+    with pytest.raises(TypeError, match=r"shape \(3,\) and dtype float32"):
+        tx.update(params, state, params, value_fn=lambda p: p["w"] ** 2)
+    with pytest.raises(TypeError, match="dtype int32"):
+        tx.update(params, state, params, value_fn=lambda p: jnp.sum(p["w"]).astype(jnp.int32))
 
 
 def test_dead_rows_on_the_relu_kink_do_not_stall_training():
