@@ -22,6 +22,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -131,9 +132,13 @@ def first_layer_product(images, params):
     return run
 
 
+# Options of osr.saferate for every SafeRate step timed (--saferate-options).
+SAFERATE_OPTIONS: dict = {}
+
+
 def measure_model(name, loss, params, repeats, floor=None):
     adam = optax.adam(1e-3)
-    safe = osr.saferate(optax.adam(1.0))
+    safe = osr.saferate(optax.adam(1.0), **SAFERATE_OPTIONS)
     traces = []
     adam_step = make_step(adam, loss)
     safe_step = make_step(safe, loss, traces)
@@ -236,7 +241,13 @@ def main():
         help="directory with Fashion-MNIST IDX files (random pixels if absent)",
     )
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument(
+        "--saferate-options",
+        default="{}",
+        help='JSON options of osr.saferate, e.g. \'{"trust_region": "halving"}\'',
+    )
     args = parser.parse_args()
+    SAFERATE_OPTIONS.update(json.loads(args.saferate_options))
     n_mlp, hidden = (1000, 256) if args.quick else (10000, 1000)
     repeats = args.repeats or (5 if args.quick else 15)
     images, labels, source = load_images(args.data, n_mlp)
