@@ -174,7 +174,7 @@ def _abs(env, ctx, eqn, x):
 @register(P.sign_p)
 def _sign(env, ctx, eqn, x):
     if isinstance(x, lse.PatternValue) and x.stage == lse.SUM:
-        return jnp.ones(x.shape, x.z.dtype)
+        return lse.sum_sign(x)
     r = enclosures.range_over(x, ctx)
     if not x.coefficients:  # degree 0: sign is monotone
         return TaylorEnclosure((), Interval(jnp.sign(r.lo), jnp.sign(r.hi)))
@@ -286,14 +286,19 @@ def _multiply_values(ctx, a, b):
 @register(P.add_p, P.add_jaxvals_p)
 def _add(env, ctx, eqn, a, b):
     for value, other in ((a, b), (b, a)):
+        if isinstance(value, lse.PatternValue) and isinstance(other, lse.PatternValue):
+            if value.stage == lse.LOG and other.stage == lse.SHIFT:
+                # log(sum(b·exp(z - s))) + s = LSE(z + log b), if s is the shift of each row.
+                rows = lse.same_shift_by_row(value, other, _out_shape(eqn))
+                if rows is None:
+                    raise lse.pattern_error("add (of another shift)", value, _source(eqn))
+                result = lse.weighted_logsumexp(value.z, value.weights, value.axes, ctx)
+                shape = _out_shape(eqn)
+                return enclosures.map_monotone(
+                    lambda c, rows=rows, shape=shape: lse.lay_out(c, rows, shape), result
+                )
+    for value in (a, b):
         if isinstance(value, lse.PatternValue):
-            if (
-                value.stage == lse.LOG
-                and isinstance(other, lse.PatternValue)
-                and other.stage == lse.SHIFT
-            ):
-                result = lse.enclose_logsumexp(value.z, value.axes, ctx)
-                return enclosures.map_monotone(lambda c: jnp.reshape(c, _out_shape(eqn)), result)
             raise lse.pattern_error("add", value, _source(eqn))
     if isinstance(a, TaylorEnclosure) and isinstance(b, TaylorEnclosure):
         return _fit(enclosures.add(a, b, ctx), eqn)
@@ -304,11 +309,14 @@ def _add(env, ctx, eqn, a, b):
 
 @register(P.sub_p)
 def _sub(env, ctx, eqn, a, b):
-    if isinstance(b, lse.PatternValue) and b.stage == lse.SHIFT and a is b.z:
-        return b.at(lse.SHIFTED, _out_shape(eqn))
+    if isinstance(b, lse.PatternValue) and b.stage == lse.SHIFT and isinstance(a, TaylorEnclosure):
+        # z - s, with s = stop_gradient(max(...)): any shift cancels later (see logsumexp.py).
+        value = lse.shifted(a, b, _out_shape(eqn))
+        if value is not None:
+            return value
     if isinstance(a, lse.PatternValue) and a.stage == lse.SHIFTED:
-        if isinstance(b, lse.PatternValue) and b.stage == lse.LOG and b.z is a.z:
-            return lse.log_softmax(a.z, a.axes, ctx)
+        if isinstance(b, lse.PatternValue) and b.stage == lse.LOG and lse.broadcast_back(a, b):
+            return lse.log_softmax(a.z, b.axes, ctx, b.weights)
     for value in (a, b):
         if isinstance(value, lse.PatternValue):
             raise lse.pattern_error("sub", value, _source(eqn))
@@ -322,6 +330,11 @@ def _neg(env, ctx, eqn, x):
 
 @register(P.mul_p)
 def _mul(env, ctx, eqn, a, b):
+    for value, other in ((a, b), (b, a)):
+        if isinstance(value, lse.PatternValue):
+            if value.stage == lse.EXP and is_constant(other):
+                return lse.weighted(value, other, _source(eqn))  # logsumexp(..., b=other)
+            raise lse.pattern_error("mul", value, _source(eqn))
     if eqn.invars[0] is eqn.invars[1] and isinstance(a, TaylorEnclosure):
         return apply_function(env, ctx, elementwise.integer_power(2), a)
     return _fit(_multiply_values(ctx, a, b), eqn)
@@ -329,9 +342,12 @@ def _mul(env, ctx, eqn, a, b):
 
 @register(P.div_p)
 def _div(env, ctx, eqn, a, b):
-    if isinstance(a, lse.PatternValue) and a.stage == lse.EXP:
-        if isinstance(b, lse.PatternValue) and b.stage == lse.SUM and b.z is a.z:
-            return lse.softmax(a.z, a.axes, ctx)
+    if isinstance(a, lse.PatternValue) and a.stage == lse.EXP and a.weights is None:
+        if isinstance(b, lse.PatternValue) and b.stage == lse.SUM and lse.broadcast_back(a, b):
+            return lse.softmax(a.z, b.axes, ctx, b.weights)
+    for value in (a, b):
+        if isinstance(value, lse.PatternValue):
+            raise lse.pattern_error("div", value, _source(eqn))
     if isinstance(a, TaylorEnclosure) and is_constant(b):
         return _fit(_divide_by_constant(a, b), eqn)
     reciprocal = (
@@ -532,6 +548,12 @@ def _select_n(env, ctx, eqn, predicate, *cases):
         for case in cases:
             if isinstance(case, lse.PatternValue) and case.stage == lse.MAX:
                 return case
+    if is_constant(predicate) and any(
+        isinstance(c, lse.PatternValue) and c.stage == lse.EXP for c in cases
+    ):
+        if len(cases) != 2:
+            raise NotImplementedError(f"select_n with {len(cases)} cases at {_source(eqn)}")
+        return lse.selected(predicate, cases, _source(eqn))  # jnp.sum(exp, where=mask)
     if any(isinstance(c, lse.PatternValue) for c in cases):
         cases = tuple(materialize(ctx, env, c) for c in cases)
     if is_constant(predicate):
@@ -628,8 +650,7 @@ def _stop_gradient(env, ctx, eqn, x):
 
 @register(P.reduce_max_p)
 def _reduce_max(env, ctx, eqn, x):
-    axes = tuple(eqn.params["axes"])
-    return lse.PatternValue(lse.MAX, x, axes, _out_shape(eqn))
+    return lse.start(x, tuple(eqn.params["axes"]), _out_shape(eqn))
 
 
 @register(P.reduce_min_p)
@@ -676,17 +697,26 @@ def materialize(ctx, env, value):
         return value
     if value.stage == lse.MAX:
         result = reduce_extreme(env, ctx, value.z, value.axes)
-        return enclosures.map_monotone(lambda c: jnp.reshape(c, value.shape), result)
+        return enclosures.map_monotone(lambda c: lse.lay_out(c, value.layout, value.shape), result)
     raise lse.pattern_error("an unsupported operation", value, "this equation")
 
 
+_REDUCED_STAGES = (lse.MAX, lse.FINITE, lse.SHIFT, lse.SUM, lse.LOG)
+
+
 def _pattern_structural(ctx, env, primitive, eqn, x: lse.PatternValue, rest):
-    if primitive in (P.broadcast_in_dim_p, P.reshape_p, P.squeeze_p) and x.stage != lse.EXP:
-        return x.at(x.stage, _out_shape(eqn))
+    """Broadcasts and size-1 reshapes of the max, the shift and the sum keep the pattern (their
+    layout follows); ``reduce_sum`` of the exponentials makes the sum."""
+    shape = _out_shape(eqn)
+    if primitive in (P.broadcast_in_dim_p, P.reshape_p, P.squeeze_p) and not rest:
+        if x.stage in _REDUCED_STAGES:
+            layout = lse.moved_layout(str(primitive), eqn.params, x.layout, x.shape, shape)
+            if layout is not None:
+                return x.at(x.stage, shape, layout)
     if primitive is P.reduce_sum_p and x.stage == lse.EXP:
-        axes = tuple(eqn.params["axes"])
-        if set(axes) == set(x.axes):
-            return x.at(lse.SUM, _out_shape(eqn))
+        value = lse.summed(x, tuple(eqn.params["axes"]), shape)
+        if value is not None:
+            return value
     if x.stage == lse.MAX:
         value = materialize(ctx, env, x)
         return enclosures.map_monotone(lambda c: primitive.bind(c, *rest, **eqn.params), value)
