@@ -85,3 +85,21 @@ def test_profile_bound_lists_the_kernels_of_a_small_bound_pass():
     starts = [float(row[0]) for row in timeline]
     assert all(float(end) >= float(start) for start, end, *_ in timeline), timeline
     assert starts == sorted(starts) and starts and starts[0] >= 0, timeline
+
+
+def test_step_quality_quick_prints_the_tables_and_saferate_is_monotone():
+    output = run_script("step_quality.py", "--quick", "--data", "/nonexistent")
+    for title in ("## Table 1:", "## Table 1b:", "## Table 2:", "## Table 3:"):
+        assert title in output, output
+    table1 = output.split("## Table 1:")[1].split("## Table 1b:")[0]
+    rows = table_rows(table1, "logistic regression") + table_rows(table1, "MLP 3x64 tanh")
+    assert len(rows) == 2, output
+    for row in rows:
+        assert row[4] == "yes", row  # SafeRate's full-batch loss never went up
+        assert all(cell != "nan" for cell in row), row
+    table3 = output.split("## Table 3:")[1]
+    rows = table_rows(table3, "logistic regression") + table_rows(table3, "MLP 3x64 tanh")
+    assert len(rows) == 4, output  # two problems, trajectory steps 0 and 10
+    for row in rows:
+        ratios = [float(cell.split()[0]) for cell in row[4:]]
+        assert len(ratios) == 2 and all(r >= 1 - 1e-9 for r in ratios), row  # sound: c2_hi >= R2*
