@@ -165,3 +165,31 @@ def test_readme_style_example():
     np.testing.assert_allclose([lo, hi], [0.5, math.e - 2], rtol=1e-13)
     for x in np.linspace(0, 1, 11):
         assert bounds.lower(x) <= math.exp(x) <= bounds.upper(x)
+
+
+@pytest.mark.parametrize(
+    "x0, region",
+    [(2.0, (0.0, 1.0)), (-0.5, (0.0, 1.0)), (0.5, (1.0, 0.0)), (float("nan"), (0.0, 1.0))],
+)
+def test_a_region_without_the_reference_point_raises(x0, region):
+    with pytest.raises(ValueError, match="a <= x0 <= b"):
+        ab.taylor_bounds(jnp.exp, 2)(x0, region)
+
+
+def test_a_vector_region_without_the_reference_point_raises():
+    x0 = jnp.array([0.0, 2.0])
+    with pytest.raises(ValueError, match="a <= x0 <= b"):
+        ab.taylor_bounds(lambda x: jnp.sum(jnp.exp(x)), 2)(x0, (jnp.zeros(2), jnp.ones(2)))
+
+
+def test_a_traced_bad_region_gives_the_whole_line_and_a_good_one_is_unchanged():
+    bound = jax.jit(lambda x, a, b: ab.taylor_bounds(jnp.exp, 2)(x, (a, b)).coefficients)
+    for x0, a, b in ((2.0, 0.0, 1.0), (0.5, 1.0, 0.0)):
+        c0, c1, (lo, hi) = bound(x0, a, b)
+        assert float(lo) == -np.inf and float(hi) == np.inf
+        assert np.isfinite(float(c0)) and np.isfinite(float(c1))
+    for x0, a, b in ((0.0, 0.0, 1.0), (1.0, 0.0, 1.0), (0.5, 0.5, 0.5)):
+        traced = jax.tree.leaves(bound(x0, a, b))
+        eager = jax.tree.leaves(ab.taylor_bounds(jnp.exp, 2)(x0, (a, b)).coefficients)
+        np.testing.assert_allclose(traced, eager, rtol=1e-6)
+        assert np.all(np.isfinite(traced))

@@ -110,6 +110,11 @@ def taylor_bounds(
     Returns:
       ``bound(x0, trust_region) -> TaylorBounds``.
 
+    Raises:
+      ValueError: (from ``bound``) the region does not contain ``x0`` (``a <= x0 <= b`` fails,
+        or is NaN) and the values are concrete. Under ``jax.jit``, where they are traced, the
+        final interval is ``[-inf, inf]`` instead: sound, never a wrong bound.
+
     Example:
       >>> import jax.numpy as jnp
       >>> from optax_saferate import autobound as ab
@@ -129,8 +134,9 @@ def taylor_bounds(
         x0 = jnp.asarray(x0)
         if not jnp.issubdtype(x0.dtype, jnp.floating):
             x0 = x0.astype(jnp.result_type(float))
+        _check_region(x0, trust_region)
         if x0.ndim == 1:
-            return _vector_bounds(f, max_degree, x0, trust_region)
+            return _guard_region(_vector_bounds(f, max_degree, x0, trust_region))
         if x0.ndim != 0:
             raise ValueError(
                 "taylor_bounds takes a scalar or a 1-D vector x0; got shape "
@@ -152,9 +158,39 @@ def taylor_bounds(
         if known_zero:
             reference = np.zeros((), x0.dtype)  # a known zero stays structural (see _run)
         out, env = _run(closed, reference, ctx, known_ranges)
-        return TaylorBounds(_coefficients(out, ctx, env, closed.out_avals[0]), x0, (a, b))
+        bounds = TaylorBounds(_coefficients(out, ctx, env, closed.out_avals[0]), x0, (a, b))
+        return _guard_region(bounds)
 
     return bound
+
+
+def _check_region(x0: Array, trust_region) -> None:
+    """Refuse a region that does not contain the reference point, when the values are known."""
+    values = [_concrete(x0)] + [_concrete(e) for e in trust_region]
+    if any(v is None for v in values):
+        return  # traced: _guard_region answers with the whole line instead
+    x, a, b = (np.asarray(v, np.float64) for v in values)
+    if not np.all((a <= x) & (x <= b)):
+        raise ValueError(
+            f"taylor_bounds needs a trust region (a, b) with a <= x0 <= b (elementwise), got "
+            f"x0={values[0]!r}, a={values[1]!r}, b={values[2]!r}. The enclosure is a Taylor "
+            "expansion at x0 over the region, so x0 must lie in it: pass x0 inside (a, b), or "
+            "widen the region."
+        )
+
+
+def _guard_region(bounds: TaylorBounds) -> TaylorBounds:
+    """Under ``jit`` a bad region cannot raise: the final interval becomes the whole line there.
+
+    A region with ``a <= x0 <= b`` false (or NaN) gets ``[-inf, inf]`` as its final interval,
+    which is sound for any polynomial part; a valid region's result is unchanged.
+    """
+    a, b = bounds.trust_region
+    valid = jnp.all((a <= bounds.x0) & (bounds.x0 <= b))
+    lo, hi = bounds.coefficients[-1]
+    inf = jnp.asarray(jnp.inf, jnp.result_type(lo))
+    final = (jnp.where(valid, lo, -inf), jnp.where(valid, hi, inf))
+    return TaylorBounds((*bounds.coefficients[:-1], final), bounds.x0, bounds.trust_region)
 
 
 def _vector_bounds(f, k: int, x0: Array, trust_region) -> TaylorBounds:
