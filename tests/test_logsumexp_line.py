@@ -1,0 +1,337 @@
+"""Soundness of the log-sum-exp line bounds (``autobound/logsumexp_line.py``).
+
+Against a 60-digit mpmath reference of the exact function:
+
+* :func:`logsumexp_line.phi` is ``(e^x - 1 - x)/x²`` to a few ulps, positive and increasing;
+* :func:`logsumexp_line.remainder_sup` and :func:`logsumexp_line.tilt_bound` bound
+  ``N(t)/t²``, ``N(t) = LSE(z_0 + t·z_1) - LSE(z_0) - t·p·z_1``, at dense points of ``(0, T]``
+  (and, with the slope negated as the enclosure does, of ``[-T, 0)``), for logits and slopes of
+  every scale (Adam directions give slope spreads of hundreds), classes of vanishing or zero
+  probability, trust regions from 1e-6 to 10, float64 and float32;
+* :func:`logsumexp_line.tilt_range` bounds the total variation of the softmax over the box;
+* the enclosure of log-sum-exp that uses them is sound (``helpers.check_bounds``) for
+  exact-linear logits of large spread, as in logistic regression, and for logits with an
+  interval remainder.
+
+Example counts come from the hypothesis profile (conftest.py).
+"""
+
+import jax
+import jax.numpy as jnp
+import mpmath
+import numpy as np
+import pytest
+from helpers import check_bounds
+from helpers import rounded
+from hypothesis import example
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+
+from optax_saferate.autobound import intervals
+from optax_saferate.autobound import logsumexp_line
+
+pytestmark = pytest.mark.usefixtures("autobound_numerics")
+
+mpmath.mp.dps = 60
+ROWS, CLASSES = 3, 6
+AXES = (1,)
+# Points of (0, T] where the reference N(t)/t² is evaluated: geometric down to T·1e-6.
+REFERENCE_POINTS = np.concatenate([np.geomspace(1e-6, 1, 60), np.linspace(0.05, 1, 20)])
+# Rounding of the inputs (p and d carry relative errors of eps·|z_0| and absolute errors of
+# eps·|z_1|), in units of eps.
+ROUNDING_UNITS = 64
+
+
+def _exact_remainders(z0_row, z1_row, reaches):
+    """``N(t)/t²`` for one row at each ``t`` in ``reaches`` (mpmath), skipping -inf logits,
+    and its sensitivity to the rounding of the slope: ``Σ_i |q_i(t) - p_i|·|z_1|_max / t``
+    (``∂N/∂d_i = t·q_i(t)``, and the centring moves every ``d_i`` by the same amount)."""
+    keep = [i for i, z in enumerate(z0_row) if np.isfinite(z)]
+    z0 = [mpmath.mpf(float(z0_row[i])) for i in keep]
+    z1 = [mpmath.mpf(float(z1_row[i])) for i in keep]
+    top = max(z0)
+    weights = [mpmath.exp(z - top) for z in z0]
+    total = mpmath.fsum(weights)
+    p = [w / total for w in weights]
+    mean = mpmath.fsum(pi * d for pi, d in zip(p, z1, strict=True))
+    d = [z - mean for z in z1]
+    slope_size = max(abs(z) for z in z1)
+    values, sensitivities = [], []
+    for t in reaches:
+        t = mpmath.mpf(float(t))
+        # N = log(1 + S), S = Σ p (e^{td} - 1 - td): positive terms, so no cancellation even
+        # where N is 1e-50 (log Σ p e^{td} would need 70 digits there).
+        excess = mpmath.fsum(
+            pi * (mpmath.expm1(t * di) - t * di) for pi, di in zip(p, d, strict=True)
+        )
+        tilted = [pi * mpmath.exp(t * di) for pi, di in zip(p, d, strict=True)]
+        total = mpmath.fsum(tilted)
+        variation = mpmath.fsum(abs(w / total - pi) for w, pi in zip(tilted, p, strict=True))
+        values.append(float(mpmath.log1p(excess) / (t * t)))
+        sensitivities.append(float(variation * slope_size / t))
+    return np.array(values), np.array(sensitivities)
+
+
+def _line_inputs(z0, z1, dtype):
+    """``log p``, ``p`` and the centred slope ``d``, computed in ``dtype`` as the enclosure
+    computes them (``logsumexp._line_bounds``)."""
+    z0, z1 = jnp.asarray(z0, dtype), jnp.asarray(z1, dtype)
+    value = jax.nn.logsumexp(z0, axis=AXES)
+    log_p = z0 - value[:, None]
+    p = jnp.exp(log_p)
+    d = z1 - jnp.sum(intervals.times(p, z1), AXES)[:, None]
+    return log_p, p, d
+
+
+@jax.jit
+def _bounds(log_p, p, d, reach):
+    sup = logsumexp_line.remainder_sup(log_p, p, d, reach, AXES)
+    tilt = logsumexp_line.tilt_bound(p, d, reach, AXES)
+    return sup, tilt
+
+
+@st.composite
+def lines(draw):
+    """Logits ``z_0`` and slopes ``z_1`` (``ROWS x CLASSES``) of every scale, exactly
+    representable in float32; some classes dominant, some of vanishing or zero probability."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    logit_scale = draw(st.sampled_from([0.0, 0.1, 1.0, 5.0, 30.0]))
+    slope_scale = 10 ** draw(st.floats(-3, 3))
+    z0 = logit_scale * rng.normal(size=(ROWS, CLASSES))
+    z1 = slope_scale * rng.normal(size=(ROWS, CLASSES))
+    if draw(st.booleans()):  # a dominant class: the others have probabilities down to 1e-30
+        z0[:, 0] += draw(st.floats(5, 70))
+    if draw(st.booleans()):  # a large slope on a rare class, as with Adam directions
+        z1[:, -1] += slope_scale * draw(st.floats(-50, 50))
+    if draw(st.booleans()):  # classes of probability 0
+        z0[:, 1] = -np.inf
+    if draw(st.booleans()):  # ties in the slope: a two-valued d
+        z1[:, 2:] = z1[:, 2:3]
+    z0, z1 = rounded(z0, np.float32), rounded(z1, np.float32)
+    reach = float(rounded(10 ** draw(st.floats(-6, 1)), np.float32))
+    return z0, z1, reach
+
+
+def _check_line(z0, z1, reach, dtype):
+    eps = float(np.finfo(dtype).eps)
+    for sign in (1, -1):  # the negative side is the positive side of -z_1
+        log_p, p, d = _line_inputs(z0, sign * z1, dtype)
+        sup, tilt = (np.asarray(b, np.float64) for b in _bounds(log_p, p, d, reach))
+        assert not np.any(np.isnan(sup) | np.isnan(tilt))
+        finite = np.isfinite(z0)
+        for row in range(ROWS):
+            exact, sensitivity = _exact_remainders(
+                z0[row], sign * z1[row], reach * REFERENCE_POINTS
+            )
+            z0_size = float(np.max(np.abs(z0[row][finite[row]])))
+            tolerance = ROUNDING_UNITS * eps * ((1 + z0_size) * exact + sensitivity)
+            floor = float(np.max(exact - tolerance))
+            context = f"row {row}, sign {sign}, reach {reach}, dtype {np.dtype(dtype).name}"
+            assert sup[row] >= floor, f"remainder_sup {sup[row]} < {floor}: {context}"
+            assert tilt[row] >= floor, f"tilt_bound {tilt[row]} < {floor}: {context}"
+            assert sup[row] <= tilt[row] * (1 + 1e-6) + 1e-300, "the grid must not loosen the tilt"
+
+
+@given(line=lines(), dtype=st.sampled_from([np.float64, np.float32]))
+@example(  # a class of probability 1e-23 whose t·d is 11: its share of N rounded away (helper)
+    line=(
+        np.array([[52.9, 0, 0, 0, 0, 0]] * ROWS, np.float32),
+        np.array([[0, 0, 0, 0, 0, 11.0]] * ROWS, np.float32),
+        1.0,
+    ),
+    dtype=np.float64,
+)
+def test_remainder_sup_bounds_the_line_remainder(line, dtype):
+    _check_line(*line, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_zero_reach_gives_half_the_variance(dtype):
+    rng = np.random.default_rng(0)
+    z0, z1 = (
+        rounded(rng.normal(size=(ROWS, CLASSES)), np.float32),
+        rounded(10 * rng.normal(size=(ROWS, CLASSES)), np.float32),
+    )
+    log_p, p, d = _line_inputs(z0, z1, dtype)
+    sup, tilt = _bounds(log_p, p, d, 0.0)
+    half_variance = 0.5 * np.sum(np.asarray(p, np.float64) * np.asarray(d, np.float64) ** 2, 1)
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(sup, half_variance, rtol=rtol)
+    np.testing.assert_allclose(tilt, half_variance, rtol=rtol)
+
+
+def test_the_grid_is_within_a_few_percent_of_the_best_coefficient():
+    """Tightness on an Adam-like line (spread 300, T·spread up to 30): the reason for the grid.
+    The tilt and Popoviciu caps are hundreds of times looser there."""
+    rng = np.random.default_rng(3)
+    z0 = rounded(2 * rng.normal(size=(ROWS, CLASSES)), np.float32)
+    z1 = rounded(100 * rng.normal(size=(ROWS, CLASSES)), np.float32)
+    for reach in (1e-3, 1e-2, 0.1):
+        log_p, p, d = _line_inputs(z0, z1, np.float64)
+        sup, tilt = (np.asarray(b) for b in _bounds(log_p, p, d, reach))
+        for row in range(ROWS):
+            dense = reach * np.concatenate([np.geomspace(1e-6, 1, 400), np.linspace(0.01, 1, 400)])
+            best = np.max(_exact_remainders(z0[row], z1[row], dense)[0])
+            assert best <= sup[row] <= 1.1 * best, (reach, row, sup[row], best)
+
+
+# --------------------------------------------------------------------------- phi
+
+
+def _exact_phi(x):
+    if x == -np.inf:  # -1e200 rounds to -inf in float32
+        return 0.0
+    x = mpmath.mpf(float(x))
+    if abs(x) < 1:  # the direct form cancels at any precision as x -> 0
+        return float(mpmath.fsum(x**n / mpmath.factorial(n + 2) for n in range(60)))
+    return float((mpmath.expm1(x) - x) / (x * x))
+
+
+@given(
+    x=st.one_of(
+        st.floats(-1, 1),
+        st.floats(-800, 800),
+        st.floats(-1e-6, 1e-6),
+        st.sampled_from([0.5, -0.5, 0.4999999, 709.0, 710.0, -745.0, 1e200, -1e200, -np.inf]),
+    ),
+    dtype=st.sampled_from([np.float64, np.float32]),
+)
+def test_phi_is_accurate(x, dtype):
+    x = float(rounded(x, dtype))
+    got = float(logsumexp_line.phi(jnp.asarray(x, dtype)))
+    exact = _exact_phi(x)
+    if x > np.log(float(np.finfo(dtype).max)):  # e^x overflows: +inf, an upper bound
+        assert got == np.inf
+        return
+    ulps = 8 if dtype == np.float64 else 64  # float32 rounds the result of float32 ops
+    tiny = float(np.finfo(dtype).tiny)
+    assert abs(got - exact) <= ulps * float(np.finfo(dtype).eps) * abs(exact) + tiny, (x, got)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_phi_is_positive_increasing_and_never_nan(dtype):
+    x = jnp.asarray(
+        np.concatenate([-np.geomspace(1e3, 1e-8, 300), [0.0], np.geomspace(1e-8, 1e3, 300)]),
+        dtype,
+    )
+    x = jnp.concatenate([jnp.asarray([-jnp.inf], dtype), x, jnp.asarray([jnp.inf], dtype)])
+    y = np.asarray(logsumexp_line.phi(x), np.float64)
+    assert not np.any(np.isnan(y))
+    assert np.all(y[1:] > 0) and y[0] == 0 and y[-1] == np.inf
+    assert np.all(y[1:] >= y[:-1])
+
+
+# --------------------------------------------------------------------------- total variation
+
+
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    center_scale=st.sampled_from([0.0, 1.0, 10.0, 100.0]),
+    radius_scale=st.sampled_from([0.0, 0.01, 1.0, 30.0]),
+    reach_hi=st.sampled_from([0.0, 1e-4, 1e-2, 1.0]),
+    reach_lo=st.sampled_from([0.0, 1e-3, 0.1]),
+    dtype=st.sampled_from([np.float64, np.float32]),
+)
+def test_tilt_range_bounds_the_total_variation(
+    seed, center_scale, radius_scale, reach_hi, reach_lo, dtype
+):
+    rng = np.random.default_rng(seed)
+    z0 = rounded(3 * rng.normal(size=(ROWS, CLASSES)), np.float32).astype(np.float64)
+    z0[0, 1] = -np.inf  # a class of probability 0
+    mid = center_scale * rng.normal(size=(ROWS, CLASSES))
+    radius = radius_scale * rng.uniform(size=(ROWS, CLASSES))
+    v = intervals.Interval(
+        jnp.asarray(rounded(mid - radius, np.float32), dtype),
+        jnp.asarray(rounded(mid + radius, np.float32), dtype),
+    )
+    z0_ = jnp.asarray(z0, dtype)
+    p = jnp.exp(z0_ - jax.nn.logsumexp(z0_, axis=1, keepdims=True))
+    bound = np.asarray(
+        logsumexp_line.tilt_range(
+            p, v, jnp.asarray(reach_hi, dtype), jnp.asarray(reach_lo, dtype), AXES
+        ),
+        np.float64,
+    )
+    assert np.all(bound <= 1) and not np.any(np.isnan(bound))
+    # Sample the box (corners included) and the region, in float64.
+    lo, hi = np.asarray(v.lo, np.float64), np.asarray(v.hi, np.float64)
+    corners = rng.integers(0, 2, size=(64, ROWS, CLASSES)).astype(bool)
+    inside = rng.uniform(size=(64, ROWS, CLASSES))
+    boxes = np.concatenate([np.where(corners, hi, lo), lo + inside * (hi - lo)])
+    ts = np.array([-reach_lo, -reach_lo / 3, reach_hi / 7, reach_hi])
+    p64 = np.exp(z0 - np.logaddexp.reduce(z0, axis=1, keepdims=True))
+    for t in ts:
+        q = jax.nn.softmax(jnp.asarray(z0[None] + t * boxes, jnp.float64), axis=-1)
+        variation = np.sum(np.maximum(np.asarray(q) - p64[None], 0), -1)
+        tolerance = 64 * float(np.finfo(dtype).eps) * (1 + np.max(np.abs(z0[np.isfinite(z0)])))
+        assert np.all(variation <= bound[None] + tolerance), (t, variation.max(0), bound)
+
+
+# --------------------------------------------------------------------------- the enclosure
+
+_RNG = np.random.default_rng(21)
+# Logistic-regression-like logits: rows of a batch, a slope of Adam's scale (spread ~100s).
+LOGITS = rounded(3 * _RNG.normal(size=(4, 5)), np.float32)
+SLOPES = rounded(80 * _RNG.normal(size=(4, 5)), np.float32)
+CURVES = rounded(_RNG.normal(size=(4, 5)), np.float32)
+LABELS = np.array([0, 3, 1, 4])
+
+
+def _cross_entropy(z):
+    return jnp.mean(jax.nn.logsumexp(z, axis=-1) - z[jnp.arange(4), LABELS])
+
+
+def exact_linear(t):
+    z0, z1 = (jnp.asarray(a, t.dtype) for a in (LOGITS, SLOPES))
+    return _cross_entropy(z0 + t * z1)
+
+
+def curved(t):
+    z0, z1, z2 = (jnp.asarray(a, t.dtype) for a in (LOGITS, SLOPES, CURVES))
+    return _cross_entropy(z0 + t * z1 + 30 * jnp.tanh(t) * jnp.sin(3 * t) * z2)
+
+
+@st.composite
+def small_regions(draw, count=32):
+    """Reference points near 0 with one-sided and two-sided regions of widths 1e-6..1 (the
+    slopes are large: T·spread runs from 1e-4 to hundreds)."""
+
+    def floats(lo, hi):
+        return np.array(draw(st.lists(st.floats(lo, hi), min_size=count, max_size=count)))
+
+    x0, width, split = floats(-0.1, 0.1), np.exp(floats(np.log(1e-6), np.log(1))), floats(0, 1)
+    one_sided = np.arange(count) % 2 == 0
+    lo = np.where(one_sided, x0, x0 - split * width)
+    hi = np.where(one_sided, x0 + width, x0 + (1 - split) * width)
+    return x0, (lo, hi)
+
+
+ENCLOSURE_EXAMPLES = max(settings.default.max_examples // 10, 1)
+
+
+def test_the_cross_entropy_enclosure_is_sound():
+    @settings(max_examples=ENCLOSURE_EXAMPLES)
+    @given(
+        name=st.sampled_from(["exact_linear", "curved"]),
+        region=small_regions(),
+        dtype=st.sampled_from([np.float64, np.float32]),
+    )
+    def check(name, region, dtype):
+        f = {"exact_linear": exact_linear, "curved": curved}[name]
+        x0, trust_region = region
+        check_bounds(f, x0, trust_region, 2, dtype, samples=48, check_taylor=False)
+
+    check()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_cross_entropy_enclosure_is_sound_on_and_beside_the_reference_point(dtype):
+    """Zero-width, one-ulp and exactly one-sided regions at the reference point."""
+    x0 = np.array([0.0, 0.0, 0.0, 0.01, 0.01, -0.02])
+    ulp = float(np.finfo(dtype).eps)
+    lo = np.array([0.0, 0.0, -ulp, 0.01, 0.01 - 1e-7, -0.02])
+    hi = np.array([0.0, ulp, 0.0, 0.01 + 1e-3, 0.01, -0.02 + 1e-6])
+    for f in (exact_linear, curved):
+        check_bounds(f, x0, (lo, hi), 2, dtype, samples=16, check_taylor=False)
