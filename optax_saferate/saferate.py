@@ -95,7 +95,7 @@ def minimize_quadratic_bound(slope: Array, curvature: Array, max_step: Array) ->
     return jnp.where(curvature > 0, vertex, endpoint)
 
 
-TRUST_REGION_RULES = ("ladder", "halving")
+TRUST_REGION_RULES = ("fit", "ladder", "halving")
 
 
 def _check_value(value, dtype) -> Array:
@@ -120,10 +120,19 @@ def _validate_options(trust_region: str, ladder) -> tuple[float, ...]:
         rungs = tuple(float(r) for r in ladder)
     except TypeError:
         rungs = ()
-    if len(rungs) < 2 or min(rungs) <= 0 or max(rungs) <= 1 or not np.all(np.isfinite(rungs)):
+    if (
+        len(rungs) < 2
+        or min(rungs) <= 0
+        or min(rungs) >= 1
+        or max(rungs) <= 1
+        or not np.all(np.isfinite(rungs))
+    ):
+        # A ladder without a rung below 1 (e.g. (1, 4)) could only grow the region: the next
+        # η_max is the winning rung, so the region would never follow a shrinking step.
         raise ValueError(
-            "ladder must be a tuple of at least two positive finite multipliers of η_max with "
-            f"one above 1 (so that the region can grow), e.g. {DEFAULT_LADDER}; got {ladder!r}"
+            "ladder must be a tuple of positive finite multipliers of η_max with one below 1 and "
+            f"one above 1 (so that the region can shrink and grow), e.g. {DEFAULT_LADDER}; got "
+            f"{ladder!r}"
         )
     return tuple(sorted(rungs))
 
@@ -132,7 +141,7 @@ def scale_by_saferate(
     initial_max_learning_rate: float = 1.0,
     verify_decrease: bool = False,
     min_max_learning_rate: float = 0.0,
-    trust_region: str = "ladder",
+    trust_region: str = "fit",
     ladder: tuple[float, ...] = DEFAULT_LADDER,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Scale the incoming direction by the step size that minimises a bound of the loss.
@@ -151,19 +160,25 @@ def scale_by_saferate(
     **Finding the trust region.** The bound, and so the step, depends on the region
     ``[0, η_max]``: too small and it caps the step, too large and the bound is loose.
 
-    * ``trust_region="ladder"`` (the default): each update bounds ``h`` over the regions
+    * ``trust_region="fit"`` (the default): one region per update, resized to the step it gave.
+      If the step reached the region's end (the bound's minimiser lies beyond it), ``η_max``
+      doubles; if the minimiser lay inside, ``η_max`` moves to ``sqrt(η·η_max)`` (at least
+      ``η_max/4``), towards the region whose end the step just reaches, where the bound is
+      tightest for that step; if the bound gave no usable step, ``η_max`` is quartered. One
+      bound pass per update, the cost of the paper's rule.
+    * ``trust_region="ladder"``: each update bounds ``h`` over the regions
       ``[0, T_j]``, ``T_j = η_max·ladder[j]`` (by default ``η_max·(1/4, 1, 4, 16)``), in one
       vmapped pass (the forward pass, the first layer's ``X·D`` and the exact coefficients do
       not depend on ``T`` and are computed once), and takes the step of the rung with the
       largest guaranteed decrease ``-(c1·η + c2_hi(T_j)·η²)``. The next ``η_max`` is the
-      winning rung's ``T_j``, so the region follows the step by up to a factor 16 per update,
-      and no update is spent hunting for it. When no rung gives a finite bound (or only a step
-      below its rounding unit), no step is taken and ``η_max`` moves to a quarter of the lowest
-      rung.
+      winning rung's ``T_j``, so the region follows the step by up to a factor 16 per update.
+      When no rung gives a finite bound (or only a step below its rounding unit), no step is
+      taken and ``η_max`` moves to a quarter of the lowest rung. It takes the best step of
+      several regions, at several times the cost of one bound pass (docs/performance.md).
     * ``trust_region="halving"``: the rule of the paper: one region per update; ``η_max``
       doubles when ``η >= η_max / 2`` and halves when not, or when the bound is not finite.
 
-    In both: if ``c1 >= 0`` (``s·u`` is not a descent direction), no step is taken and ``η_max``
+    In all: if ``c1 >= 0`` (``s·u`` is not a descent direction), no step is taken and ``η_max``
     stays. A step ``η <= eps·T`` (``eps`` of the state's dtype) is not taken: at that scale the
     bound is useless, and such a step would move units sitting exactly on a relu kink to just
     beside it, where their bound is huge.
@@ -181,10 +196,12 @@ def scale_by_saferate(
       verify_decrease: check the new loss and refuse a step that increased it (a Python bool;
         with ``optax.inject_hyperparams`` list it in ``static_args``).
       min_max_learning_rate: a floor for ``η_max`` (0 lets it shrink freely).
-      trust_region: ``"ladder"`` (several regions per update, the default) or ``"halving"``
-        (the paper's doubling/halving rule, one region per update); a Python string.
-      ladder: the rungs as multipliers of ``η_max`` (a tuple, so ``optax.inject_hyperparams``
-        leaves it static); the bound pass's region-dependent work is done once per rung.
+      trust_region: ``"fit"`` (one region per update, resized to the step; the default),
+        ``"ladder"`` (several regions per update) or ``"halving"`` (the paper's
+        doubling/halving rule); a Python string.
+      ladder: the rungs as multipliers of ``η_max`` for ``trust_region="ladder"``, one below
+        and one above 1 (a tuple, so ``optax.inject_hyperparams`` leaves it static); the bound
+        pass's region-dependent work is done once per rung.
 
     Raises:
       ValueError: an unknown ``trust_region`` rule or an invalid ``ladder``.
@@ -301,6 +318,15 @@ def scale_by_saferate(
             shrunk = rungs[0] / 4
             moved_to = jnp.where(usable[best], region, shrunk)
             new_max = jnp.where(keep, max_lr, moved_to)
+        elif trust_region == "fit":
+            # The step h's bound allows grows as the region shrinks towards it (c2_hi(T) grows
+            # with T): the best region is the one whose end the step just reaches. Inside it,
+            # move half-way there (in log scale), since the next direction differs.
+            at_edge = eta >= max_lr * (1 - 1e-3)
+            inside = jnp.maximum(eta, max_lr / 16)
+            fitted = jnp.sqrt(inside * max_lr)
+            moved_to = jnp.where(at_edge, 2 * max_lr, fitted)
+            new_max = jnp.where(keep, max_lr, jnp.where(usable[best], moved_to, max_lr / 4))
         else:
             grow = took_step & (eta >= max_lr / 2)
             new_max = jnp.where(grow, 2 * max_lr, jnp.where(keep, max_lr, max_lr / 2))
@@ -336,7 +362,7 @@ def saferate(
     initial_max_learning_rate: float = 1.0,
     verify_decrease: bool = False,
     min_max_learning_rate: float = 0.0,
-    trust_region: str = "ladder",
+    trust_region: str = "fit",
     ladder: tuple[float, ...] = DEFAULT_LADDER,
 ) -> optax.GradientTransformationExtraArgs:
     """``optax.chain(base_optimizer, scale_by_saferate(...))``.

@@ -250,11 +250,58 @@ def test_a_step_below_the_regions_rounding_unit_is_refused():
     assert float(updates[0]) > 0
 
 
+def test_fit_doubles_the_region_when_the_step_reaches_its_end():
+    loss = lambda p: jnp.sum((p - 100.0) ** 2)  # noqa: E731
+    tx = osr.scale_by_saferate(initial_max_learning_rate=1.0)  # trust_region="fit"
+    params = jnp.zeros(1)
+    state = tx.init(params)
+    updates, state = tx.update(jnp.ones(1), state, params, value_fn=loss)
+    assert float(updates[0]) == 1.0
+    assert float(state.max_learning_rate) == 2.0
+    for _ in range(5):
+        params = params + updates
+        updates, state = tx.update(jnp.ones(1), state, params, value_fn=loss)
+    assert float(state.max_learning_rate) == 64.0  # 2, 4, ..., 64: the vertex is 37 away now
+    assert float(jnp.sum(params + updates)) == pytest.approx(63.0)
+
+
+def test_fit_moves_the_region_towards_a_step_inside_it():
+    # h(η) = (η - 0.1)²: the exact quadratic, so the step is the vertex 0.1 whatever the region;
+    # the next region is sqrt(0.1·1), half-way to the step in log scale; at most a quarter.
+    loss = lambda p: jnp.sum((p - 0.1) ** 2)  # noqa: E731
+    tx = osr.scale_by_saferate(initial_max_learning_rate=1.0, trust_region="fit")
+    params = jnp.zeros(1)
+    state = tx.init(params)
+    updates, state = tx.update(jnp.ones(1), state, params, value_fn=loss)
+    assert float(updates[0]) == pytest.approx(0.1)
+    assert float(state.max_learning_rate) == pytest.approx(np.sqrt(0.1))
+    assert int(state.halvings) == 1
+    far = osr.scale_by_saferate(initial_max_learning_rate=1e4)
+    loss = lambda p: jnp.sum((p - 1.0) ** 2)  # noqa: E731
+    _, far_state = far.update(jnp.ones(1), far.init(params), params, value_fn=loss)
+    assert float(far_state.max_learning_rate) == pytest.approx(2500.0)  # sqrt(1e4/16 · 1e4)
+
+
+def test_fit_quarters_the_region_when_the_bound_is_not_finite():
+    loss = lambda p: -jnp.sum(jnp.log(p)) + jnp.sum(p)  # noqa: E731
+    tx = osr.scale_by_saferate(initial_max_learning_rate=1e6)
+    params = jnp.array([0.1, 5.0, 0.01])
+    state = tx.init(params)
+    updates, state = tx.update(-jax.grad(loss)(params), state, params, value_fn=loss)
+    assert float(jnp.abs(updates).max()) == 0.0
+    assert float(state.max_learning_rate) == 2.5e5
+    tx = osr.saferate(optax.sgd(1.0), initial_max_learning_rate=1e6)
+    params, state, values = _run(tx, loss, params, 30)
+    assert np.all(np.isfinite(values))
+    assert np.all(np.diff(values) <= 1e-6 * np.abs(values[0]))
+    assert values[-1] < values[0]
+
+
 def test_ladder_takes_the_rung_with_the_largest_guaranteed_decrease():
     # h(η) = (η - 100)² along u = 1: the exact quadratic, so c2 = 1 on every rung and the best
     # rung is the largest, 16·η_max, which the next update's ladder is centred on.
     loss = lambda p: jnp.sum((p - 100.0) ** 2)  # noqa: E731
-    tx = osr.scale_by_saferate(initial_max_learning_rate=1.0)
+    tx = osr.scale_by_saferate(initial_max_learning_rate=1.0, trust_region="ladder")
     params = jnp.zeros(1)
     state = tx.init(params)
     updates, state = tx.update(jnp.ones(1), state, params, value_fn=loss)
@@ -275,7 +322,9 @@ def test_ladder_prefers_a_lower_rung_when_its_bound_is_tighter():
     # exp grows fast: over [0, 4] its bound is far looser than over [0, 1/4], so the lower rung's
     # step gives the larger guaranteed decrease, and the region moves down to it.
     loss = lambda p: jnp.sum(jnp.exp(p) - 3.0 * p)  # noqa: E731
-    tx = osr.scale_by_saferate(initial_max_learning_rate=1.0, ladder=(0.25, 1.0, 4.0))
+    tx = osr.scale_by_saferate(
+        initial_max_learning_rate=1.0, trust_region="ladder", ladder=(0.25, 1.0, 4.0)
+    )
     params = jnp.zeros(1, jnp.float64) if jax.config.jax_enable_x64 else jnp.zeros(1)
     state = tx.init(params)
     direction = jnp.ones_like(params)
@@ -293,7 +342,7 @@ def test_ladder_prefers_a_lower_rung_when_its_bound_is_tighter():
 
 def test_ladder_moves_below_its_lowest_rung_when_no_rung_is_finite():
     loss = lambda p: -jnp.sum(jnp.log(p)) + jnp.sum(p)  # noqa: E731
-    tx = osr.saferate(optax.sgd(1.0), initial_max_learning_rate=1e6)
+    tx = osr.saferate(optax.sgd(1.0), initial_max_learning_rate=1e6, trust_region="ladder")
     params, state, values = _run(tx, loss, jnp.array([0.1, 5.0, 0.01]), 30)
     assert np.all(np.isfinite(values))
     assert np.all(np.diff(values) <= 1e-6 * np.abs(values[0]))
@@ -305,7 +354,7 @@ def test_ladder_moves_below_its_lowest_rung_when_no_rung_is_finite():
 def test_bad_options_and_non_scalar_losses_raise_clear_errors():
     with pytest.raises(ValueError, match="trust_region"):
         osr.scale_by_saferate(trust_region="doubling")
-    for ladder in ((1.0,), (0.5, 1.0), (0.0, 4.0), 4.0):
+    for ladder in ((1.0,), (0.5, 1.0), (1.0, 4.0), (0.0, 4.0), (0.5, np.inf), 4.0):
         with pytest.raises(ValueError, match="ladder"):
             osr.scale_by_saferate(ladder=ladder)
     params = {"w": jnp.ones(3)}

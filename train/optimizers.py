@@ -31,6 +31,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from optax_saferate.saferate import TRUST_REGION_RULES
+
 _Factory = Callable[[float, ml_collections.ConfigDict], optax.GradientTransformation]
 
 PLAIN_OPTIMIZERS: dict[str, _Factory] = {
@@ -99,9 +101,10 @@ def validate_optimizer_config(config: ml_collections.ConfigDict) -> None:
         )
     if learning_rate is not None and not learning_rate > 0:
         raise ValueError(f"config.optimizer.learning_rate={learning_rate!r} must be positive.")
-    if name == "saferate" and config.get("trust_region", "ladder") not in ("ladder", "halving"):
+    if name == "saferate" and config.get("trust_region", "fit") not in TRUST_REGION_RULES:
         raise ValueError(
-            f"config.optimizer.trust_region={config.trust_region!r} must be 'ladder' or 'halving'."
+            f"config.optimizer.trust_region={config.trust_region!r} must be one of "
+            f"{TRUST_REGION_RULES}."
         )
     if name == "saferate" and not config.initial_max_learning_rate > 0:
         raise ValueError(
@@ -139,7 +142,7 @@ def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfor
             PLAIN_OPTIMIZERS[config.base](1.0, config),
             initial_max_learning_rate=config.initial_max_learning_rate,
             verify_decrease=config.verify_decrease,
-            trust_region=config.get("trust_region", "ladder"),
+            trust_region=config.get("trust_region", "fit"),
         )
     if name == "backtracking":
         return optax.chain(
