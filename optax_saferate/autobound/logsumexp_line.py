@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
@@ -140,13 +141,20 @@ def _line_value(log_p: Array, p: Array, d: Array, t: Array, axes) -> tuple[Array
     x = t * d
     excess = _sum(_weighted(p, x * x * phi(x)), axes)
     rise = _sum(_weighted(p, d * jnp.expm1(x)), axes)
-    linear = jnp.isfinite(excess) & jnp.isfinite(rise)
     value = jnp.log1p(excess)
     slope = rise / (1 + excess)
-    log_excess = _lse(log_p + _log_excess(x), axes)
-    far_value = jnp.logaddexp(log_excess, 0)
-    far_slope = jnp.exp(_lse(log_p + jnp.log(jnp.abs(d)) + _log_abs_expm1(x), axes) - far_value)
-    return jnp.where(linear, value, far_value), jnp.where(linear, slope, far_slope)
+    linear = jnp.isfinite(excess) & jnp.isfinite(rise)
+
+    def in_log_space():
+        log_excess = _lse(log_p + _log_excess(x), axes)
+        far_value = jnp.logaddexp(log_excess, 0)
+        log_rise = _lse(log_p + jnp.log(jnp.abs(d)) + _log_abs_expm1(x), axes)
+        far_slope = jnp.exp(log_rise - far_value)
+        return jnp.where(linear, value, far_value), jnp.where(linear, slope, far_slope)
+
+    # The log-space form costs a dozen transcendental ops per class and point, and is needed
+    # only where e^{t·d} overflows; jax.lax.cond runs it only then (under vmap both run).
+    return jax.lax.cond(jnp.all(linear), lambda: (value, slope), in_log_space)
 
 
 def _quadratic_max(a2: Array, a1: Array, a0: Array, lo: Array, hi: Array) -> Array:
