@@ -94,7 +94,7 @@ def _soundness_cases():
                 yield pytest.param(name, dtype, degree, id=label, marks=marks)
 
 
-@pytest.mark.parametrize("name, dtype, degree", _soundness_cases())
+@pytest.mark.parametrize("name, dtype, degree", list(_soundness_cases()))
 def test_sound_over_random_points_and_trust_regions(name, dtype, degree):
     x0, trust_region = random_cases(np.random.default_rng(zlib.crc32(name.encode())), 64)
     check_bounds(FUNCTIONS[name], x0, trust_region, degree, dtype, jit=False)

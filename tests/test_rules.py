@@ -189,7 +189,7 @@ def _primitive_cases(seed):
     return random_cases(np.random.default_rng(seed), 64, center=(-1.0, 1.0), widths=(1e-4, 1))
 
 
-@pytest.mark.parametrize("group, degree", _rotating_degrees(GROUPS))
+@pytest.mark.parametrize("group, degree", list(_rotating_degrees(GROUPS)))
 def test_primitive_group(group, degree):
     x0, region = _primitive_cases(1)
     check_bounds(_primitives(GROUPS[group]), x0, region, degree, jit=JIT)
