@@ -143,6 +143,20 @@ def _check_line(z0, z1, reach, dtype):
     ),
     dtype=np.float64,
 )
+@example(  # float32: N(t) of the dominant row is 4e-37 at the grid points, its terms flushed to 0
+    line=(
+        np.array(
+            [[-45.862064, -np.inf, -59.791046, -41.932003, 42.955914, -35.774647]] * ROWS,
+            np.float32,
+        ),
+        np.array(
+            [[-0.14681241, 0.4939426, -1.1920844, -1.5248997, 0.59746, 1.741903]] * ROWS,
+            np.float32,
+        ),
+        float(np.float32(0.1)),
+    ),
+    dtype=np.float32,
+)
 def test_remainder_sup_bounds_the_line_remainder(line, dtype):
     _check_line(*line, dtype)
 
