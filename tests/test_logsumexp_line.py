@@ -41,6 +41,7 @@ REFERENCE_POINTS = np.concatenate([np.geomspace(1e-6, 1, 60), np.linspace(0.05, 
 # Rounding of the inputs (p and d carry relative errors of eps·|z_0| and absolute errors of
 # eps·|z_1|), in units of eps.
 ROUNDING_UNITS = 64
+UNDERFLOW_UNITS = 64
 
 
 def _exact_remainders(z0_row, z1_row, reaches):
@@ -121,12 +122,18 @@ def _check_line(z0, z1, reach, dtype):
         sup, tilt = (np.asarray(b, np.float64) for b in _bounds(log_p, p, d, reach))
         assert not np.any(np.isnan(sup) | np.isnan(tilt))
         finite = np.isfinite(z0)
+        # XLA flushes subnormal results to zero: a class whose p_i is below the smallest normal
+        # number drops out, taking at most p_i·d_i²·φ(T·d_i) with it (UNDERFLOW_UNITS of it, as
+        # in helpers.check_bounds).
+        d64 = np.asarray(_line_inputs(z0, sign * z1, np.float64)[2])
+        tilted = d64 * d64 * np.asarray(logsumexp_line.phi(jnp.asarray(reach * np.maximum(d64, 0))))
+        flushed = UNDERFLOW_UNITS * float(np.finfo(dtype).tiny) * np.max(tilted, 1)
         for row in range(ROWS):
             exact, sensitivity = _exact_remainders(
                 z0[row], sign * z1[row], reach * REFERENCE_POINTS
             )
             z0_size = float(np.max(np.abs(z0[row][finite[row]])))
-            tolerance = ROUNDING_UNITS * eps * ((1 + z0_size) * exact + sensitivity)
+            tolerance = ROUNDING_UNITS * eps * ((1 + z0_size) * exact + sensitivity) + flushed[row]
             floor = float(np.max(exact - tolerance))
             context = f"row {row}, sign {sign}, reach {reach}, dtype {np.dtype(dtype).name}"
             assert sup[row] >= floor, f"remainder_sup {sup[row]} < {floor}: {context}"
@@ -154,6 +161,24 @@ def _check_line(z0, z1, reach, dtype):
             np.float32,
         ),
         float(np.float32(0.1)),
+    ),
+    dtype=np.float32,
+)
+@example(  # t·d up to 2300: e^{w·c} overflows, the expansion was NaN and took the grid with it
+    line=(
+        np.array([[0.0, -np.inf, 0.0, 0.0, 0.0, 0.0]] * ROWS, np.float32),
+        np.array([[1483.3561, 1380.7323] + [-354.45395] * 4] * ROWS, np.float32),
+        1.0,
+    ),
+    dtype=np.float64,
+)
+@example(  # float32: p_0 = e^-97 is subnormal, flushed to 0 (within the underflow allowance)
+    line=(
+        np.array(
+            [[-50.216377, -np.inf, 46.898903, -12.0253, -29.235203, -0.5996604]] * ROWS, np.float32
+        ),
+        np.array([[0.36385825, 0.4355319] + [-0.14438681] * 4] * ROWS, np.float32),
+        1.0,
     ),
     dtype=np.float32,
 )

@@ -233,16 +233,19 @@ def remainder_sup(log_p: Array, p: Array, d: Array, reach: Array, axes) -> Array
     )
     # Both forms subtract terms of size |n_j|, |μ_j|·t_j and c_j·t_j² before dividing by t_j²;
     # the allowance covers their rounding (they cancel to the much smaller N(t)/t² - c_j).
-    magnitude = (jnp.abs(n_j) + jnp.abs(mu) * t_k + curvature * t_k * t_k) * s_hi * s_hi
-    allowance = _ROUNDING_FACTOR * jnp.finfo(dtype).eps * magnitude
-    pieces = jnp.where(nonempty, jnp.minimum(chord, expansion) + allowance, 0)
+    # Each form's own terms (the chord's slope β >= μ_j can be far larger than μ_j).
+    unit = _ROUNDING_FACTOR * jnp.finfo(dtype).eps * s_hi * s_hi
+    chord = chord + unit * (jnp.abs(n_j) + jnp.abs(beta) * t_k)
+    expansion = expansion + unit * (jnp.abs(n_j) + jnp.abs(mu) * t_k + curvature * t_k * t_k)
+    # fmin: where e^{w·c} overflows the expansion is inf - inf = NaN, and the chord still holds.
+    pieces = jnp.where(nonempty, jnp.fmin(chord, expansion), 0)
     grid_bound = jnp.maximum(near, jnp.max(pieces, 0))
     # Where N(t_j) comes within `classes/eps` of the underflow threshold, its terms may have been
     # flushed to zero (float32: p_i·x² below 1.2e-38), so the grid's N is no longer accurate to
     # its allowance: the slice keeps the tilt bound (found by the thorough profile, float32).
     accurate = jnp.min(values, 0) >= classes * smallest / jnp.finfo(dtype).eps
     grid_bound = jnp.where(accurate, grid_bound, jnp.inf)
-    bound = jnp.minimum(jnp.minimum(tilt, popoviciu), grid_bound)
+    bound = jnp.fmin(jnp.minimum(tilt, popoviciu), grid_bound)  # a NaN grid gives no bound
     bound = jnp.where(jnp.isnan(bound), jnp.inf, bound)
     return jnp.where(positive, bound, tilt)
 
