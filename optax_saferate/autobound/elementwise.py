@@ -620,7 +620,47 @@ def enclose(
     u0 = a.coefficients[0]
     coefficients = taylor_coefficients(spec, u0, k + 1)
     s = remainder_interval(spec, u0, r, k, coefficients, _far_end(a, ctx, known_range))
-    return _compose(coefficients, s, a, ctx)
+    composed = _compose(coefficients, s, a, ctx)
+    if a.remainder is None or not spec.supports_order(1):
+        return composed
+    return _intersect_remainders(composed, _mean_value_form(spec, a, r, coefficients, ctx))
+
+
+def _mean_value_form(spec, a: TaylorEnclosure, r: Interval, coefficients, ctx: Context):
+    """The enclosure of ``σ(u)`` split at the exact part ``P`` of ``u = P + ρ·t^k``.
+
+    ``σ(P + ρ·t^k) = σ(P) + σ'(ξ)·ρ·t^k`` for some ``ξ`` between ``P(t)`` and ``u(t)`` (mean value
+    theorem), so the remainder lies in ``S_P + σ'(hull(range P, range u))·R``, with ``S_P`` the
+    remainder of ``σ(P)`` (an exact polynomial input: its range and slope are narrow). This is
+    linear in ``R``, where :func:`_compose` squares the slope range ``V = u1 + R·T`` (at degree
+    2): through a deep net that squaring makes a wide ``R`` grow doubly exponentially with depth.
+    Both forms have the same coefficients below degree ``k``; their remainders are intersected.
+    """
+    k = ctx.degree
+    exact_part = TaylorEnclosure(a.coefficients, None)
+    r_exact = enclosures.range_over(exact_part, ctx)
+    s = remainder_interval(
+        spec, a.coefficients[0], r_exact, k, coefficients, _far_end(exact_part, ctx, None)
+    )
+    smooth = _compose(coefficients, s, exact_part, ctx)
+    around = intervals.hull(r, r_exact)
+    ok = spec.in_domain(around)
+    slope = spec.range_of_derivative(1, jnp.where(ok, around.lo, 0), jnp.where(ok, around.hi, 0))
+    inf = jnp.asarray(jnp.inf, jnp.result_type(a.coefficients[0]))
+    slope = Interval(jnp.where(ok, slope.lo, -inf), jnp.where(ok, slope.hi, inf))
+    moved = intervals.sanitize(intervals.multiply(slope, a.remainder))
+    return enclosures.add(smooth, enclosures.with_remainder((), moved, ctx), ctx)
+
+
+def _intersect_remainders(a: TaylorEnclosure, b: TaylorEnclosure) -> TaylorEnclosure:
+    """``a`` with its remainder intersected with ``b``'s (both enclose the same function with
+    the same coefficients); where rounding leaves them disjoint, ``a``'s is kept."""
+    both = intervals.intersect(a.remainder, b.remainder)
+    usable = both.lo <= both.hi
+    remainder = Interval(
+        jnp.where(usable, both.lo, a.remainder.lo), jnp.where(usable, both.hi, a.remainder.hi)
+    )
+    return TaylorEnclosure(a.coefficients, remainder)
 
 
 def _far_end(a: TaylorEnclosure, ctx: Context, known_range: Interval | None) -> Array | None:
