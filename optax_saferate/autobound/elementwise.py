@@ -268,11 +268,12 @@ def remainder_interval(
     return Interval(s_lo, s_hi)
 
 
-def function_range(spec: ElementwiseFunction, r: Interval) -> Interval:
-    """The range of ``σ`` over ``r`` (degree-0 enclosure: plain interval arithmetic)."""
+def function_range(spec: ElementwiseFunction, r: Interval, order: int = 0) -> Interval:
+    """The range of ``σ^(order)`` over ``r`` (order 0: the degree-0 enclosure), unbounded where
+    ``r`` leaves the domain."""
     ok = spec.in_domain(r)
     mid = jnp.where(ok, r.lo, 0.0)
-    values = spec.range_of_derivative(0, mid, jnp.where(ok, r.hi, 0.0))
+    values = spec.range_of_derivative(order, mid, jnp.where(ok, r.hi, 0.0))
     inf = jnp.asarray(jnp.inf, jnp.result_type(r.lo))
     return Interval(jnp.where(ok, values.lo, -inf), jnp.where(ok, values.hi, inf))
 
@@ -643,11 +644,7 @@ def _mean_value_form(spec, a: TaylorEnclosure, r: Interval, coefficients, ctx: C
         spec, a.coefficients[0], r_exact, k, coefficients, _far_end(exact_part, ctx, None)
     )
     smooth = _compose(coefficients, s, exact_part, ctx)
-    around = intervals.hull(r, r_exact)
-    ok = spec.in_domain(around)
-    slope = spec.range_of_derivative(1, jnp.where(ok, around.lo, 0), jnp.where(ok, around.hi, 0))
-    inf = jnp.asarray(jnp.inf, jnp.result_type(a.coefficients[0]))
-    slope = Interval(jnp.where(ok, slope.lo, -inf), jnp.where(ok, slope.hi, inf))
+    slope = function_range(spec, intervals.hull(r, r_exact), order=1)
     moved = intervals.sanitize(intervals.multiply(slope, a.remainder))
     return enclosures.add(smooth, enclosures.with_remainder((), moved, ctx), ctx)
 
