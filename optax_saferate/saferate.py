@@ -111,6 +111,8 @@ def _check_value(value, dtype) -> Array:
 
 
 DEFAULT_LADDER = (0.25, 1.0, 4.0, 16.0)
+# The bound pass carries degree-3 enclosures through smooth layers (see `working_degree`).
+DEFAULT_WORKING_DEGREE = 3
 
 
 def _validate_options(trust_region: str, ladder) -> tuple[float, ...]:
@@ -143,6 +145,7 @@ def scale_by_saferate(
     min_max_learning_rate: float = 0.0,
     trust_region: str = "fit",
     ladder: tuple[float, ...] = DEFAULT_LADDER,
+    working_degree: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Scale the incoming direction by the step size that minimises a bound of the loss.
 
@@ -202,9 +205,18 @@ def scale_by_saferate(
       ladder: the rungs as multipliers of ``η_max`` for ``trust_region="ladder"``, one below
         and one above 1 (a tuple, so ``optax.inject_hyperparams`` leaves it static); the bound
         pass's region-dependent work is done once per rung.
+      working_degree: the degree of the enclosures the bound pass carries through the smooth
+        part of the loss before lowering them to degree 2 (``taylor_bounds``'
+        ``working_degree``; a Python int >= 2, and with ``optax.inject_hyperparams`` list it in
+        ``static_args``). ``None`` (the default) means 3, which makes the bound of a deep smooth
+        net several times tighter at the small regions SafeRate's steps use (each layer's
+        widening multiplies a degree-3 remainder by ``η_max`` once more); a relu net or a
+        logistic regression lowers at its first kink or log-sum-exp, before any nonlinearity,
+        and gets the degree-2 bound at the degree-2 cost. 2 is the plain degree-2 pass.
 
     Raises:
-      ValueError: an unknown ``trust_region`` rule or an invalid ``ladder``.
+      ValueError: an unknown ``trust_region`` rule, an invalid ``ladder`` or
+        ``working_degree``.
       TypeError: (from ``update``) ``value_fn`` is missing or does not return a scalar float.
 
     Returns:
@@ -232,6 +244,14 @@ def scale_by_saferate(
       "Universal Majorization-Minimization Algorithms", arXiv:2308.00190.
     """
     multipliers = _validate_options(trust_region, ladder)
+    if working_degree is None:
+        working_degree = DEFAULT_WORKING_DEGREE
+    is_int = isinstance(working_degree, int) and not isinstance(working_degree, bool)
+    if not is_int or working_degree < 2:
+        raise ValueError(
+            f"working_degree must be a Python int >= 2 (or None for {DEFAULT_WORKING_DEGREE}), got "
+            f"{working_degree!r}; with optax.inject_hyperparams list it in static_args"
+        )
 
     def init_fn(params) -> SafeRateState:
         dtype = _scalar_dtype(params)
@@ -281,7 +301,8 @@ def scale_by_saferate(
         origin = np.zeros((), dtype)
 
         def bound_over(region_end):
-            return taylor_bounds(along_direction, 2)(origin, (origin, region_end)).coefficients
+            bound = taylor_bounds(along_direction, 2, working_degree=working_degree)
+            return bound(origin, (origin, region_end)).coefficients
 
         if trust_region == "ladder":
             rungs = max_lr * jnp.asarray(multipliers, dtype)
@@ -364,6 +385,7 @@ def saferate(
     min_max_learning_rate: float = 0.0,
     trust_region: str = "fit",
     ladder: tuple[float, ...] = DEFAULT_LADDER,
+    working_degree: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """``optax.chain(base_optimizer, scale_by_saferate(...))``.
 
@@ -378,6 +400,7 @@ def saferate(
       min_max_learning_rate: see :func:`scale_by_saferate`.
       trust_region: see :func:`scale_by_saferate`.
       ladder: see :func:`scale_by_saferate`.
+      working_degree: see :func:`scale_by_saferate`.
 
     Returns:
       The chained transformation; call ``update(grads, state, params, value_fn=loss_fn)``.
@@ -401,5 +424,6 @@ def saferate(
             min_max_learning_rate,
             trust_region,
             ladder,
+            working_degree,
         ),
     )

@@ -99,6 +99,29 @@ def fold(coefficients: Sequence[Array], ctx: Context, remainder: Interval | None
     return with_remainder(low, total, ctx)
 
 
+def lower(a: TaylorEnclosure, ctx: Context, degree: int) -> TaylorEnclosure:
+    """The same function as an enclosure of the lower degree ``m = degree`` (``1 <= m <= k``).
+
+    ``u = Σ_{i<m} c_i t^i + t^m·(c_m + c_{m+1}·t + … + R·t^{k-m})`` and the bracket lies in its
+    own range over ``T``, which becomes the degree-``m`` remainder: on ``T = [0, T_hi]`` at degree
+    3 to 2 that is ``c_2 + [min(R_lo·T_hi, 0), max(R_hi·T_hi, 0)]``. Exact terms above ``m`` of an
+    exact polynomial are folded the same way (:func:`fold`).
+    """
+    if degree >= ctx.degree or not a.coefficients:
+        return a
+    low = Context(ctx.trust_region, degree)
+    if a.remainder is None:
+        return fold(a.coefficients, low)
+    tail = TaylorEnclosure(a.coefficients[degree:], a.remainder)
+    remainder = range_over(tail, Context(ctx.trust_region, ctx.degree - degree))
+    return with_remainder(a.coefficients[:degree], remainder, low)
+
+
+def degree_of(a: TaylorEnclosure) -> int:
+    """The smallest context degree ``a`` is valid at (its remainder's degree, if it has one)."""
+    return len(a.coefficients) if a.remainder is not None else max(len(a.coefficients) - 1, 0)
+
+
 # --------------------------------------------------------------------------- ranges
 
 

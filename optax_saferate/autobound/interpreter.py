@@ -84,7 +84,11 @@ class TaylorBounds(NamedTuple):
 
 
 def taylor_bounds(
-    f: Callable[[Array], Array], max_degree: int, propagate_trust_regions: bool = False
+    f: Callable[[Array], Array],
+    max_degree: int,
+    propagate_trust_regions: bool = False,
+    *,
+    working_degree: int | None = None,
 ) -> Callable[[Array, tuple[Array, Array]], TaylorBounds]:
     """Polynomial upper and lower bounds of ``f`` over a trust region.
 
@@ -106,6 +110,15 @@ def taylor_bounds(
       propagate_trust_regions: also propagate plain interval ranges through ``f`` and intersect
         them with the ranges that the enclosures imply before each elementwise function (a
         second, cheap pass; helps far from ``x0``).
+      working_degree: a mixed-degree pass (scalar ``x0`` only; ``None`` means ``max_degree``):
+        enclosures of this higher degree are carried through the smooth part of ``f`` (linear
+        maps, products, smooth activations) and lowered to ``max_degree`` at the first equation
+        whose sharp rule is of degree 2 only (relu and the other kinks, ``max``, pooling,
+        comparisons, the log-sum-exp pattern) and at the output. Lowering a degree-3 enclosure
+        on ``[0, T]`` folds ``c_2 + R_3·t`` into ``c_2 + R_3·[0, T]``, which is far narrower
+        than a degree-2 pass's remainder in deep smooth nets for small ``T`` (each layer's
+        midpoint-radius product widens a remainder, and a degree-3 remainder is multiplied by
+        ``T`` once more). For large ``T`` it can be the wider one.
 
     Returns:
       ``bound(x0, trust_region) -> TaylorBounds``.
@@ -128,6 +141,13 @@ def taylor_bounds(
     """
     if not isinstance(max_degree, int) or max_degree < 1:
         raise ValueError(f"max_degree must be an integer >= 1, got {max_degree!r}")
+    if working_degree is None:
+        working_degree = max_degree
+    if not isinstance(working_degree, int) or working_degree < max_degree:
+        raise ValueError(
+            f"working_degree must be an integer >= max_degree ({max_degree}), got "
+            f"{working_degree!r}"
+        )
 
     def bound(x0, trust_region) -> TaylorBounds:
         known_zero = isinstance(x0, (int, float, np.ndarray, np.generic)) and not np.any(x0)
@@ -136,6 +156,11 @@ def taylor_bounds(
             x0 = x0.astype(jnp.result_type(float))
         _check_region(x0, trust_region)
         if x0.ndim == 1:
+            if working_degree != max_degree:
+                raise NotImplementedError(
+                    "working_degree is for a scalar x0 (the scalar engine's mixed-degree pass); "
+                    "with a vector x0 leave it unset"
+                )
             return _guard_region(_vector_bounds(f, max_degree, x0, trust_region))
         if x0.ndim != 0:
             raise ValueError(
@@ -153,12 +178,13 @@ def taylor_bounds(
             recorded: list[Interval] = []
             _run(closed, x0, Context(t, 0), functools.partial(_record, recorded))
             known_ranges = functools.partial(_replay, iter(recorded))
-        ctx = Context(t, max_degree)
+        ctx = Context(t, working_degree)
         reference = x0
         if known_zero:
             reference = np.zeros((), x0.dtype)  # a known zero stays structural (see _run)
-        out, env = _run(closed, reference, ctx, known_ranges)
-        bounds = TaylorBounds(_coefficients(out, ctx, env, closed.out_avals[0]), x0, (a, b))
+        out, env = _run(closed, reference, ctx, known_ranges, lower_to=max_degree)
+        coefficients = _coefficients(out, env.ctx, env, closed.out_avals[0], max_degree)
+        bounds = TaylorBounds(coefficients, x0, (a, b))
         return _guard_region(bounds)
 
     return bound
@@ -359,23 +385,30 @@ def _replay(iterator, ctx, value):
     return next(iterator)
 
 
-def _run(closed, x0, ctx, known_ranges):
+def _run(closed, x0, ctx, known_ranges, lower_to=None):
     if ctx.degree == 0:
         x = TaylorEnclosure((), Interval(x0 + ctx.trust_region.lo, x0 + ctx.trust_region.hi))
     elif isinstance(x0, np.ndarray):
         x = enclosures.exact(x0, np.ones_like(x0))
     else:
         x = enclosures.exact(x0, jnp.ones_like(x0))
-    env = rules.Environment(None, known_ranges)
+    if lower_to is not None and lower_to >= ctx.degree:
+        lower_to = None
+    env = rules.Environment(None, known_ranges, ctx, lower_to)
     env.evaluate_jaxpr = functools.partial(evaluate_jaxpr, env=env, ctx=ctx)
     (out,) = evaluate_jaxpr(closed.jaxpr, closed.consts, [x], env=env, ctx=ctx)
     return out, env
 
 
-def _coefficients(out, ctx: Context, env, aval):
-    k = ctx.degree
+def _coefficients(out, ctx: Context, env, aval, degree: int | None = None):
+    """The result's coefficients at ``degree`` (lowered from ``ctx.degree`` if that is higher)."""
     if isinstance(out, lse.PatternValue):
         out = rules.materialize(ctx, env, out)
+    if degree is not None and degree < ctx.degree:
+        if isinstance(out, TaylorEnclosure):
+            out = enclosures.lower(out, ctx, degree)
+        ctx = Context(ctx.trust_region, degree)
+    k = ctx.degree
     if not isinstance(out, TaylorEnclosure):
         value = jnp.asarray(out, aval.dtype)
         zero = jnp.zeros_like(value)
@@ -389,10 +422,19 @@ def _coefficients(out, ctx: Context, env, aval):
 
 
 def evaluate_jaxpr(jaxpr, consts, args, *, env, ctx):
+    """Walk ``jaxpr``; the context is ``env.ctx`` (``ctx`` for an environment without one), which
+    a mixed-degree pass lowers once, at the first equation that needs it (:func:`_lower_if_kinked`).
+    """
     values = {}
 
     def read(v):
-        return v.val if isinstance(v, jcore.Literal) else values[v]
+        if isinstance(v, jcore.Literal):
+            return v.val
+        value = values[v]
+        if env.ctx is not None and _above(value, env.ctx.degree):
+            # Written before the pass was lowered: lowered once, on first use after it.
+            value = values[v] = _lowered(value, env.ctx)
+        return value
 
     for var, value in zip(jaxpr.constvars, consts, strict=True):
         values[var] = value
@@ -403,7 +445,9 @@ def evaluate_jaxpr(jaxpr, consts, args, *, env, ctx):
         if all(rules.is_constant(x) for x in inputs):
             outputs = _bind(eqn, inputs)
         else:
-            outputs = _apply_rule(eqn, inputs, env, ctx)
+            if _lower_if_kinked(eqn, inputs, env):
+                inputs = [read(v) for v in eqn.invars]
+            outputs = _apply_rule(eqn, inputs, env, env.ctx or ctx)
         if not eqn.primitive.multiple_results:
             outputs = [outputs]
         for var, value in zip(eqn.outvars, outputs, strict=True):
@@ -418,6 +462,54 @@ def _bind(eqn, inputs):
     if isinstance(params, tuple):  # older jax returns (subfuns, params)
         subfuns, params = params
     return eqn.primitive.bind(*subfuns, *inputs, **params)
+
+
+# --------------------------------------------------------------------------- mixed degree
+
+# Named calls whose rules have a sharp form at degree 2 only: a mixed-degree pass lowers there.
+_KINKED_NAMED = frozenset({"relu", "relu6", "leaky_relu", "elu"})
+
+
+def _lower_if_kinked(eqn, inputs, env) -> bool:
+    """In a mixed-degree pass, lower the walk's context before an equation that needs it.
+
+    The higher degree is kept through what has a rule of any degree that is sharp: the smooth
+    primitives (linear maps, products, smooth elementwise functions) and the smooth named
+    calls; everything else (relu and the other kinks, ``max`` and ``min``, pooling,
+    comparisons and the ``select_n`` they drive, ``stop_gradient``, which starts the
+    log-sum-exp pattern's shift) is where the pass drops to ``env.lower_to``, for good. Values
+    written before are lowered as they are read (:func:`evaluate_jaxpr`). Returns whether it
+    lowered.
+    """
+    ctx = env.ctx
+    if env.lower_to is None or ctx is None or ctx.degree <= env.lower_to:
+        return False
+    if all(rules.is_constant(x) for x in inputs):
+        return False
+    name = _call_name(eqn)
+    if name in NAMED_FUNCTIONS:
+        kinked = name in _KINKED_NAMED
+    elif any(key in eqn.params for key in _CALL_PARAMS):
+        kinked = False  # walked into: its own equations decide
+    elif eqn.primitive is P.select_n_p:
+        kinked = not rules.is_constant(inputs[0])
+    else:
+        kinked = str(eqn.primitive) not in _SMOOTH_PRIMITIVES
+    if kinked:
+        env.ctx = Context(ctx.trust_region, env.lower_to)
+    return kinked
+
+
+def _above(value, degree: int) -> bool:
+    if isinstance(value, TaylorEnclosure):
+        return bool(value.coefficients) and enclosures.degree_of(value) > degree
+    return False
+
+
+def _lowered(value: TaylorEnclosure, ctx: Context) -> TaylorEnclosure:
+    """``value`` (valid at its own, higher degree) as an enclosure of ``ctx.degree``."""
+    own = Context(ctx.trust_region, enclosures.degree_of(value))
+    return enclosures.lower(value, own, ctx.degree)
 
 
 # jax.extend.core.DropVar is newer than jax 0.9; writing a dropped output is harmless.

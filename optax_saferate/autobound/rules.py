@@ -54,9 +54,13 @@ class Comparison:
 class Environment:
     """What rules may ask of the interpreter: evaluate a nested jaxpr, know input ranges."""
 
-    def __init__(self, evaluate_jaxpr, known_ranges):
+    def __init__(self, evaluate_jaxpr, known_ranges, ctx: Context | None = None, lower_to=None):
         self.evaluate_jaxpr = evaluate_jaxpr
         self.known_ranges = known_ranges
+        # The walk's current context, and the degree it drops to at the first equation with a
+        # sharp rule at that degree only (a mixed-degree pass; see interpreter.taylor_bounds).
+        self.ctx = ctx
+        self.lower_to = lower_to
 
     def next_range(self, ctx: Context, value: TaylorEnclosure) -> Interval | None:
         return self.known_ranges(ctx, value)
