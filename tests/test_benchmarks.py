@@ -49,6 +49,8 @@ def test_step_time_quick_prints_every_model_with_one_trace():
         assert float(row[3].rstrip("x")) > 0, row  # a ratio was measured (not asserted on)
     floors = [row[4] for row in rows]
     assert floors[2] == "—" and all(f.endswith("x") for f in floors[:2]), floors
+    (smooth,) = [row for row in table_rows(output, "MLP 784-128-10 softplus") if len(row) == 4]
+    assert all(cell.endswith("x)") for cell in smooth[2:]), smooth  # both working degrees ran
 
 
 def test_device_checks_quick_reports_sound_bounds_and_no_loss_rise():

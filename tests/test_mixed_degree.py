@@ -376,3 +376,24 @@ def test_working_degree_is_checked():
         ab.taylor_bounds(lambda x: jnp.sum(jnp.exp(x)), 2, working_degree=3)(
             jnp.zeros(2), (-jnp.ones(2), jnp.ones(2))
         )
+
+
+@pytest.mark.parametrize("working", [2, 3])
+def test_propagated_ranges_are_found_by_equation_not_by_call_order(working):
+    # Regression: the degree-0 pass takes a max as a tree of relus (one recorded range per
+    # relu), the degree-2 pass as one rule; replaying the ranges in call order gave the abs
+    # after the max the range of a relu of the max's tree (shape (2,), a different value).
+    rng = np.random.default_rng(0)
+    params = {k: rng.normal(size=s) for k, s in _shapes().items()}
+    f = functools.partial(_kinks_first, params)
+    zero = np.zeros(())
+    plain = ab.taylor_bounds(f, 2, working_degree=working)(zero, (zero, np.asarray(0.1)))
+    known = ab.taylor_bounds(f, 2, True, working_degree=working)(zero, (zero, np.asarray(0.1)))
+    for a, b in zip(plain.coefficients[:-1], known.coefficients[:-1], strict=True):
+        assert np.shape(b) == () and float(a) == float(b)
+    lo, hi = (float(e) for e in known.final_interval())  # shape () again
+    assert float(plain.final_interval()[0]) <= lo <= hi <= float(plain.final_interval()[1])
+    ts = np.linspace(0.0, 0.1, 101)
+    values = np.asarray(jax.vmap(f)(ts))
+    assert np.all(np.asarray(known.lower(ts)) <= values + 1e-12)
+    assert np.all(values <= np.asarray(known.upper(ts)) + 1e-12)

@@ -175,9 +175,9 @@ def taylor_bounds(
         t = Interval(*(_offset(e, x0, known_zero) for e in trust_region))
         known_ranges = _no_ranges
         if propagate_trust_regions:
-            recorded: list[Interval] = []
+            recorded: dict = {}
             _run(closed, x0, Context(t, 0), functools.partial(_record, recorded))
-            known_ranges = functools.partial(_replay, iter(recorded))
+            known_ranges = functools.partial(_replay, recorded)
         ctx = Context(t, working_degree)
         reference = x0
         if known_zero:
@@ -372,17 +372,20 @@ def _offset(end, x0: Array, x0_is_zero: bool) -> Array:
     return jnp.asarray(end, x0.dtype) - x0
 
 
-def _no_ranges(ctx, value):
+def _no_ranges(key, ctx, value):
     return None
 
 
-def _record(recorded, ctx, value):
-    recorded.append(enclosures.range_over(value, ctx))
+def _record(recorded, key, ctx, value):
+    recorded[key] = enclosures.range_over(value, ctx)
     return None
 
 
-def _replay(iterator, ctx, value):
-    return next(iterator)
+def _replay(recorded, key, ctx, value):
+    known = recorded.get(key)
+    if known is None or jnp.shape(known.lo) != value.shape:
+        return None
+    return known
 
 
 def _run(closed, x0, ctx, known_ranges, lower_to=None):
@@ -447,6 +450,7 @@ def evaluate_jaxpr(jaxpr, consts, args, *, env, ctx):
         else:
             if _lower_if_kinked(eqn, inputs, env):
                 inputs = [read(v) for v in eqn.invars]
+            env.enter(eqn, inputs)
             outputs = _apply_rule(eqn, inputs, env, env.ctx or ctx)
         if not eqn.primitive.multiple_results:
             outputs = [outputs]

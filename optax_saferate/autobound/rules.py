@@ -61,9 +61,28 @@ class Environment:
         # sharp rule at that degree only (a mixed-degree pass; see interpreter.taylor_bounds).
         self.ctx = ctx
         self.lower_to = lower_to
+        # The equation being evaluated (a key that is the same in every pass over the jaxpr:
+        # the equation and how many times this pass has evaluated it) and its first input.
+        self.current = (None, None)
+        self.visits: dict[int, int] = {}
 
     def next_range(self, ctx: Context, value: TaylorEnclosure) -> Interval | None:
-        return self.known_ranges(ctx, value)
+        """The range ``propagate_trust_regions`` recorded for ``value``, or ``None``.
+
+        Only an equation's own first input has one: the degree-0 pass and the enclosure pass
+        may take different routes inside one rule (a max as one rule or a tree of relus, elu
+        as one core or two relus), so a range is found by the equation, never by call order.
+        """
+        key, first = self.current
+        if key is None or value is not first:
+            return None
+        return self.known_ranges(key, ctx, value)
+
+    def enter(self, eqn, inputs) -> None:
+        """Mark ``eqn`` (with ``inputs``) as the equation being evaluated."""
+        count = self.visits.get(id(eqn), 0)
+        self.visits[id(eqn)] = count + 1
+        self.current = ((id(eqn), count), inputs[0] if inputs else None)
 
 
 def register(*primitives):
