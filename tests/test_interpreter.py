@@ -17,6 +17,7 @@ from optax_saferate.autobound import enclosures
 from optax_saferate.autobound import interpreter
 from optax_saferate.autobound import intervals
 from optax_saferate.autobound import logsumexp
+from optax_saferate.autobound import named_functions
 from optax_saferate.autobound import rules
 
 pytestmark = pytest.mark.usefixtures("autobound_numerics")
@@ -151,7 +152,8 @@ def test_integer_and_python_reference_points():
 
 
 @pytest.mark.parametrize(
-    "module", [ab, interpreter, elementwise, enclosures, intervals, logsumexp, rules]
+    "module",
+    [ab, interpreter, named_functions, elementwise, enclosures, intervals, logsumexp, rules],
 )
 def test_docstring_examples_run(module):
     failures, _ = doctest.testmod(module, optionflags=doctest.ELLIPSIS)

@@ -9,10 +9,10 @@ This package imports neither optax nor flax.
 from optax_saferate.autobound.elementwise import ElementwiseFunction
 from optax_saferate.autobound.enclosures import TaylorEnclosure
 from optax_saferate.autobound.interpreter import TaylorBounds
-from optax_saferate.autobound.interpreter import register_elementwise
-from optax_saferate.autobound.interpreter import register_primitive
 from optax_saferate.autobound.interpreter import taylor_bounds
 from optax_saferate.autobound.intervals import Interval
+from optax_saferate.autobound.named_functions import register_elementwise
+from optax_saferate.autobound.named_functions import register_primitive
 
 __all__ = (
     "ElementwiseFunction",
