@@ -13,6 +13,7 @@ from train_testing import small_config
 
 from train import compare
 from train import compare_report
+from train import compare_runs
 from train import metrics
 from train.train import validate_config
 
@@ -173,8 +174,8 @@ def test_windowed_losses_average_the_last_steps():
     assert [loss for _, _, loss in history] == [4.0, None, None, 1.5]
 
 
-def _spec(kind=compare.TUNED, optimizer="adam", learning_rate=1e-2, seed=0):
-    return compare.RunSpec(kind, optimizer, "adam", learning_rate, seed, small_config())
+def _spec(kind=compare_runs.TUNED, optimizer="adam", learning_rate=1e-2, seed=0):
+    return compare_runs.RunSpec(kind, optimizer, "adam", learning_rate, seed, small_config())
 
 
 @pytest.mark.parametrize(
@@ -205,17 +206,36 @@ def test_a_non_finite_test_loss_is_divergence():
 def test_target_is_the_best_non_diverged_tuned_run_of_each_seed():
     def outcome(kind, loss, seed, diverged=False):
         record = {"final_train_loss": loss, "diverged": diverged}
-        return compare.RunOutcome(_spec(kind=kind, seed=seed), record, [])
+        return compare_runs.RunOutcome(_spec(kind=kind, seed=seed), record, [])
 
     outcomes = [
-        outcome(compare.SAFERATE, 0.1, 0),
-        outcome(compare.TUNED, 0.5, 0),
-        outcome(compare.TUNED, 0.3, 0),
-        outcome(compare.TUNED, 0.01, 0, diverged=True),
-        outcome(compare.TUNED, 0.2, 1, diverged=True),
+        outcome(compare_runs.SAFERATE, 0.1, 0),
+        outcome(compare_runs.TUNED, 0.5, 0),
+        outcome(compare_runs.TUNED, 0.3, 0),
+        outcome(compare_runs.TUNED, 0.01, 0, diverged=True),
+        outcome(compare_runs.TUNED, 0.2, 1, diverged=True),
     ]
-    targets = compare.seed_targets(outcomes)
+    targets = compare_runs.seed_targets(outcomes)
     assert targets[0] is outcomes[2] and targets[1] is None
+
+
+def test_the_runner_and_the_report_do_not_import_each_other():
+    import ast
+    import pathlib
+
+    def imported(module):
+        tree = ast.parse(pathlib.Path(module.__file__).read_text())
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                names.add(node.module)
+                names.update(f"{node.module}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+        return names
+
+    assert not {"train.compare", "train.compare_report"} & imported(compare_runs)
+    assert "train.compare" not in imported(compare_report)
 
 
 @pytest.mark.parametrize(

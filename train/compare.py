@@ -30,7 +30,6 @@ runs of later seeds skip compilation.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import json
 import math
 import sys
@@ -43,10 +42,17 @@ from typing import Any
 import jax
 import ml_collections
 
+from train import compare_report
 from train import data
 from train import metrics
 from train import optimizers
 from train import train
+from train.compare_runs import PEER
+from train.compare_runs import SAFERATE
+from train.compare_runs import TUNED
+from train.compare_runs import RunOutcome
+from train.compare_runs import RunSpec
+from train.compare_runs import seed_targets
 
 RESULTS_FILE = "results.json"
 RUN_FILE = "compare_run.json"
@@ -83,54 +89,7 @@ RECORD_KEYS = (
 DIVERGENCE_FACTOR = 10.0
 """A run whose final training loss exceeds its first by this factor counts as diverged."""
 
-SAFERATE, TUNED, PEER = "saferate", "tuned", "peer"
 _IGNORED_FOR_REUSE = ("compare", "progress_bar")
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class RunSpec:
-    """One training run of a comparison.
-
-    Attributes:
-      kind: ``saferate``, ``tuned`` (a base at a grid learning rate) or ``peer``.
-      optimizer: the label in ``results.json``, e.g. ``saferate(adam)``, ``adam``, ``dog``.
-      base: the base optimizer of SafeRate, tuned and line-search runs; None for other peers.
-      learning_rate: the grid learning rate of a tuned run; None otherwise.
-      seed: ``config.seed`` of the run.
-      config: the complete training config of the run.
-    """
-
-    kind: str
-    optimizer: str
-    base: str | None
-    learning_rate: float | None
-    seed: int
-    config: ml_collections.ConfigDict
-
-    @property
-    def directory(self) -> str:
-        """The run's workdir, relative to the comparison's."""
-        name = self.optimizer.replace("(", "_").replace(")", "")
-        if self.learning_rate is not None:
-            name = f"{name}_lr{self.learning_rate:.2e}"
-        return f"seed{self.seed}/{name}"
-
-    @property
-    def description(self) -> str:
-        if self.learning_rate is None:
-            return self.optimizer
-        return f"{self.optimizer} lr={self.learning_rate:g}"
-
-
-@dataclasses.dataclass
-class RunOutcome:
-    """A finished run: its spec, its ``results.json`` record and its metrics rows."""
-
-    spec: RunSpec
-    record: dict[str, Any]
-    rows: list[dict[str, Any]]
-    error: str | None = None
-    reused: bool = False
 
 
 def validate_compare_config(config: ml_collections.ConfigDict) -> None:
@@ -258,8 +217,6 @@ def run_comparison(
       ValueError: the config, or the config of one of the runs, is invalid.
       data.DatasetError: the dataset cannot be loaded.
     """
-    from train import compare_report
-
     echo = echo or _echo
     specs = plan_runs(config)
     for spec in specs:
@@ -390,21 +347,6 @@ def time_to_target(
         if loss is not None and loss <= target:
             return wall_time
     return None
-
-
-def seed_targets(outcomes: Sequence[RunOutcome]) -> dict[int, RunOutcome | None]:
-    """Per seed, the tuned run with the lowest final training loss (None if all diverged)."""
-    targets: dict[int, RunOutcome | None] = {}
-    for outcome in outcomes:
-        seed = outcome.spec.seed
-        targets.setdefault(seed, None)
-        loss = outcome.record["final_train_loss"]
-        if outcome.spec.kind != TUNED or outcome.record["diverged"]:
-            continue
-        best = targets[seed]
-        if best is None or loss < best.record["final_train_loss"]:
-            targets[seed] = outcome
-    return targets
 
 
 def fill_time_to_target(outcomes: Sequence[RunOutcome], window: int) -> None:

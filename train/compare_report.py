@@ -28,11 +28,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from train import metrics
-from train.compare import PEER
-from train.compare import SAFERATE
-from train.compare import TUNED
-from train.compare import RunOutcome
-from train.compare import seed_targets
+from train.compare_runs import PEER
+from train.compare_runs import SAFERATE
+from train.compare_runs import TUNED
+from train.compare_runs import RunOutcome
+from train.compare_runs import seed_targets
 
 REPORT_FILE = "report.md"
 LOSS_VS_STEP = "loss_vs_step.png"
