@@ -112,7 +112,8 @@ def _newton_on_box(gradient: Array, matrix: Array, radius: Array) -> Array:
     factor = jax.scipy.linalg.cho_factor(matrix)
     newton = -jax.scipy.linalg.cho_solve(factor, gradient) / 2
     reach = jnp.max(jnp.abs(newton) / radius)
-    return newton / jnp.maximum(reach, 1.0)
+    # The clip only removes rounding: |newton_i| / reach <= r_i.
+    return jnp.clip(newton / jnp.maximum(reach, 1.0), -radius, radius)
 
 
 def minimize_on_box(gradient: Array, curvature: Array, radius: Array) -> Array:
