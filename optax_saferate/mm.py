@@ -291,6 +291,11 @@ def _initial_radius(initial_radius: float, x: Array) -> Array:
     return jnp.full(x.shape, initial_radius, x.dtype)
 
 
+# One compilation per function (by identity) and shape: calling minimize again with the same fn
+# reuses it.
+_jitted_step = jax.jit(mm_step, static_argnums=0)
+
+
 class MMResult(NamedTuple):
     """What :func:`minimize` returns.
 
@@ -377,13 +382,12 @@ def minimize(
         raise ValueError(f"max_iterations must be a non-negative int, got {max_iterations!r}")
     if gtol < 0 or xtol < 0:
         raise ValueError(f"gtol and xtol must be >= 0, got gtol={gtol!r}, xtol={xtol!r}")
-    step_fn = jax.jit(lambda x, radius: mm_step(fn, x, radius))
     iterates, values = [np.asarray(x)], []
     records: dict[str, list] = {"majorizers": [], "gradients": [], "radii": [], "accepted": []}
     reason = "max_iterations"
     eps = float(jnp.finfo(x.dtype).eps)
     for _ in range(max_iterations):
-        out = jax.device_get(step_fn(x, radius))
+        out = jax.device_get(_jitted_step(fn, x, radius))
         if not values:
             values.append(out.value)
         if np.max(np.abs(out.gradient)) <= gtol:

@@ -295,3 +295,27 @@ def test_stops_on_max_iterations_and_on_the_step_size():
     assert result.reason == "max_iterations" and result.iterations == 3
     result = mm.minimize(loss, jnp.asarray(x0), gtol=0.0, xtol=1e-4)
     assert result.reason == "step"
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    result = doctest.testmod(mm, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0
+
+
+@pytest.mark.slow
+def test_example_draws_its_picture(tmp_path):
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    out = tmp_path / "mm.png"
+    subprocess.run(
+        [sys.executable, str(root / "examples" / "mm.py"), "--out", str(out)],
+        check=True,
+        env={"PYTHONPATH": str(root), "PATH": ""},
+        timeout=300,
+    )
+    assert out.stat().st_size > 10_000
