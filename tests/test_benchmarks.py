@@ -105,3 +105,13 @@ def test_step_quality_quick_prints_the_tables_and_saferate_is_monotone():
     for row in rows:
         ratios = [float(cell.split()[0]) for cell in row[4:]]
         assert len(ratios) == 2 and all(r >= 1 - 1e-9 for r in ratios), row  # sound: c2_hi >= R2*
+
+
+def test_mm_vs_lbfgs_prints_every_problem_and_method():
+    output = run_script("mm_vs_lbfgs.py", "--budget", "200")
+    rows = [row for row in table_rows(output, "") if row[0] != "problem"]
+    problems = {row[0] for row in rows}
+    assert problems == {"linear", "logistic", "poisson", "rosenbrock"}
+    assert len(rows) == 3 * len(problems)
+    mm_rows = [row for row in rows if row[1] == "MM (this library)"]
+    assert all(row[2] != "-" for row in mm_rows)
