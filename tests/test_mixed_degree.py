@@ -259,7 +259,8 @@ def _every_kink(p, t):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_mixed_degree_bounds_hold_on_a_batch_of_networks(dtype):
     """64 cases in one compilation: random weights (two scales), one- and two-sided regions of
-    widths 1e-6..2, reference points 0, ±1e-7 and 0.3, half with a unit exactly on its kink."""
+    widths 1e-6..2, reference points 0, ±1e-7 and 0.3, half with a unit exactly on its kink,
+    half with a working region wider than the trust region."""
     dtype = np.dtype(dtype)
     cases = 64
     rng = np.random.default_rng(7)
@@ -276,14 +277,25 @@ def test_mixed_degree_bounds_hold_on_a_batch_of_networks(dtype):
     one_sided = np.arange(cases) % 3 == 0
     lo = np.where(one_sided, x0, x0 - width / 2)
     hi = np.where(one_sided, x0 + width, x0 + width / 2)
+    # Half the cases carry the degree-3 enclosures over a wider working region (up to 4x the
+    # width on each side it extends, one-sided regions half the time kept one-sided), and the
+    # bound is checked on the trust region inside it.
+    wider = np.arange(cases) % 2 == 1
+    stretch = rng.uniform(0, 3, size=(2, cases)) * width * wider
+    keep_side = one_sided & (np.arange(cases) % 4 == 1)
+    working_lo = lo - np.where(keep_side, 0, stretch[0])
+    working_hi = hi + stretch[1]
     params = jax.tree.map(lambda a: a.astype(dtype), params)
     x0, lo, hi = (a.astype(dtype) for a in (x0, lo, hi))
+    working_lo, working_hi = (a.astype(dtype) for a in (working_lo, working_hi))
+    working_lo, working_hi = np.minimum(working_lo, lo), np.maximum(working_hi, hi)
 
-    def bounds(p, x0, lo, hi):
+    def bounds(p, x0, lo, hi, working_lo, working_hi):
         f = functools.partial(_every_kink, p)
-        return ab.taylor_bounds(f, 2, working_degree=3)(x0, (lo, hi)).coefficients
+        bound = ab.taylor_bounds(f, 2, working_degree=3)
+        return bound(x0, (lo, hi), (working_lo, working_hi)).coefficients
 
-    c0, c1, (r_lo, r_hi) = jax.jit(jax.vmap(bounds))(params, x0, lo, hi)
+    c0, c1, (r_lo, r_hi) = jax.jit(jax.vmap(bounds))(params, x0, lo, hi, working_lo, working_hi)
     fractions = np.concatenate([np.linspace(0, 1, 41), [0.5 + 1e-4, 0.5 - 1e-4]])
     ts = lo[:, None] + (hi - lo)[:, None] * fractions[None, :].astype(dtype)
     ts = np.clip(ts.astype(dtype), lo[:, None], hi[:, None])
@@ -367,6 +379,37 @@ def test_deep_smooth_chain_upper_end_is_much_nearer_the_exact_curvature():
         mixed = ab.taylor_bounds(f, 2, working_degree=3)(zero, region).final_interval()
         assert plain[0] <= exact <= plain[1] and mixed[0] <= exact <= mixed[1]
         assert float(plain[1]) - exact > 4 * (float(mixed[1]) - exact), (width, plain, mixed)
+
+
+def test_working_region_gives_the_trust_regions_bound_from_the_wider_enclosures():
+    params = {k: np.random.default_rng(3).uniform(-1, 1, s) for k, s in _shapes().items()}
+    f = functools.partial(_every_kink, params)
+    bound = ab.taylor_bounds(f, 2, working_degree=3)
+    zero = np.zeros(())
+    ends = np.array([0.01, 0.02, 0.04])
+    alone = [bound(zero, (zero, e)).final_interval() for e in ends]
+    # The same region as working region: bit for bit the plain call.
+    same = bound(zero, (zero, ends[1]), (zero, ends[1])).final_interval()
+    np.testing.assert_array_equal(np.asarray(same), np.asarray(alone[1]))
+    # vmapped over trust regions inside one working region: each is valid on its region (its
+    # remainder holds the one of that region's own pass, the tightest this engine gives).
+    nested = jax.vmap(lambda e: bound(zero, (zero, e), (zero, ends[-1])).final_interval())(ends)
+    for i in range(len(ends)):
+        assert nested[0][i] <= alone[i][0] and alone[i][1] <= nested[1][i]
+    assert nested[1][0] < alone[-1][1]  # the smallest region's is tighter than the outer one's
+
+
+def test_a_working_region_must_contain_the_trust_region():
+    bound = ab.taylor_bounds(jnp.tanh, 2, working_degree=3)
+    with pytest.raises(ValueError, match="working_region"):
+        bound(0.0, (0.0, 0.5), (0.0, 0.25))
+    with pytest.raises(ValueError, match="working_region"):
+        bound(0.0, (-0.1, 0.5), (0.0, 1.0))
+    traced = jax.jit(lambda w: bound(0.0, (0.0, 0.5), (0.0, w)).final_interval())
+    assert np.all(np.isinf(np.asarray(traced(0.25))))
+    assert np.all(np.isfinite(np.asarray(traced(1.0))))
+    with pytest.raises(NotImplementedError, match="working_region"):
+        ab.taylor_bounds(jnp.sum, 2)(jnp.zeros(2), (jnp.zeros(2), jnp.ones(2)), (-1.0, 2.0))
 
 
 def test_working_degree_is_checked():

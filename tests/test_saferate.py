@@ -17,6 +17,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 import optax_saferate as osr
+from optax_saferate.saferate import NESTED_RUNGS
 
 
 def _run(tx, loss, params, steps, jit=True, **update_kwargs):
@@ -350,6 +351,60 @@ def test_ladder_moves_below_its_lowest_rung_when_no_rung_is_finite():
     inner = state[1]
     assert int(inner.halvings) > 0
     assert values[-1] < values[0]
+
+
+def test_nested_takes_the_largest_region_to_its_end_and_doubles():
+    # h(η) = (η - 100)² along u = 1: c2 = 1 in every region, so the best is the largest one's end.
+    loss = lambda p: jnp.sum((p - 100.0) ** 2)  # noqa: E731
+    tx = osr.scale_by_saferate(initial_max_learning_rate=1.0, trust_region="nested")
+    params = jnp.zeros(1)
+    updates, state = tx.update(jnp.ones(1), tx.init(params), params, value_fn=loss)
+    assert float(updates[0]) == 1.0
+    assert float(state.max_learning_rate) == 2.0
+
+
+def test_nested_steps_never_increase_the_loss_and_follow_the_winning_region():
+    # A smooth net (tanh, then log-sum-exp): the degree-3 part is computed once over η_max.
+    rng = np.random.default_rng(0)
+    x, w = jnp.asarray(rng.normal(size=(64, 6))), jnp.asarray(rng.normal(size=(6, 8)))
+    labels = jnp.asarray(rng.integers(0, 3, size=64))
+
+    def loss(p):
+        logits = jnp.tanh(x @ (w + p["w"])) @ p["v"]
+        return jnp.mean(
+            jax.nn.logsumexp(logits, axis=1)
+            - jnp.take_along_axis(logits, labels[:, None], axis=1)[:, 0]
+        )
+
+    params = {"w": jnp.zeros((6, 8)), "v": jnp.asarray(0.1 * rng.normal(size=(8, 3)))}
+    tx = osr.saferate(optax.adam(1.0), trust_region="nested")
+    state = tx.init(params)
+
+    @jax.jit
+    def step(params, state):
+        value, grads = jax.value_and_grad(loss)(params)
+        updates, new_state = tx.update(grads, state, params, value_fn=loss)
+        return optax.apply_updates(params, updates), new_state, value
+
+    values, taken = [], 0
+    for _ in range(25):
+        before = float(state[1].max_learning_rate)
+        params, state, value = step(params, state)
+        inner = state[1]
+        values.append(float(value))
+        eta, after = float(inner.learning_rate), float(inner.max_learning_rate)
+        if eta > 0:
+            taken += 1
+            slope, c2 = float(inner.slope), float(inner.curvature_hi)
+            assert float(inner.predicted_decrease) == pytest.approx(-(slope * eta + c2 * eta**2))
+            regions = before * np.asarray(NESTED_RUNGS)
+            assert after == pytest.approx(2 * before) or np.any(
+                np.isclose(after, regions * 2**0.25, rtol=1e-5)
+            )
+    values.append(float(loss(params)))
+    assert taken >= 20
+    assert np.all(np.diff(values) <= 8 * np.finfo(np.float32).eps * np.abs(values[:-1]))
+    assert values[-1] < 0.9 * values[0]
 
 
 def test_bad_options_and_non_scalar_losses_raise_clear_errors():

@@ -121,7 +121,14 @@ def taylor_bounds(
         ``T`` once more). For large ``T`` it can be the wider one.
 
     Returns:
-      ``bound(x0, trust_region) -> TaylorBounds``.
+      ``bound(x0, trust_region, working_region=None) -> TaylorBounds``. A ``working_region``
+      ``(wa, wb)`` containing ``trust_region`` (scalar ``x0`` only) carries the enclosures of
+      ``working_degree`` over the working region and lowers them over the trust region: the
+      result holds on ``trust_region`` (usually a little wider than that region's own pass), and
+      under ``jax.vmap`` over trust regions with one working region the walk up to the lowering
+      point is done once (SafeRate's ``trust_region="nested"``). A working region that does not
+      contain the trust region raises ``ValueError`` (concrete values) or gives the whole line
+      as final interval (traced).
 
     Raises:
       ValueError: (from ``bound``) the region does not contain ``x0`` (``a <= x0 <= b`` fails,
@@ -149,17 +156,19 @@ def taylor_bounds(
             f"{working_degree!r}"
         )
 
-    def bound(x0, trust_region) -> TaylorBounds:
+    def bound(x0, trust_region, working_region=None) -> TaylorBounds:
         known_zero = isinstance(x0, (int, float, np.ndarray, np.generic)) and not np.any(x0)
         x0 = jnp.asarray(x0)
         if not jnp.issubdtype(x0.dtype, jnp.floating):
             x0 = x0.astype(jnp.result_type(float))
         _check_region(x0, trust_region)
+        if working_region is not None:
+            _check_working_region(trust_region, working_region)
         if x0.ndim == 1:
-            if working_degree != max_degree:
+            if working_degree != max_degree or working_region is not None:
                 raise NotImplementedError(
-                    "working_degree is for a scalar x0 (the scalar engine's mixed-degree pass); "
-                    "with a vector x0 leave it unset"
+                    "working_degree and working_region are for a scalar x0 (the scalar engine's "
+                    "mixed-degree pass); with a vector x0 leave them unset"
                 )
             return _guard_region(_vector_bounds(f, max_degree, x0, trust_region))
         if x0.ndim != 0:
@@ -173,18 +182,28 @@ def taylor_bounds(
         if len(closed.out_avals) != 1:
             raise ValueError("f must return a single array")
         t = Interval(*(_offset(e, x0, known_zero) for e in trust_region))
+        # Enclosures of the working degree hold over the working region; lowered ones, and so
+        # the result, over the trust region inside it (any enclosure over a region holds over a
+        # subregion). Under vmap over trust regions with one working region, the walk up to
+        # the lowering point does not depend on the batched region and is done once.
+        working = t
+        if working_region is not None:
+            working = Interval(*(_offset(e, x0, known_zero) for e in working_region))
         known_ranges = _no_ranges
         if propagate_trust_regions:
             recorded: dict = {}
-            _run(closed, x0, Context(t, 0), functools.partial(_record, recorded))
+            _run(closed, x0, Context(working, 0), functools.partial(_record, recorded))
             known_ranges = functools.partial(_replay, recorded)
-        ctx = Context(t, working_degree)
+        ctx = Context(working, working_degree)
         reference = x0
         if known_zero:
             reference = np.zeros((), x0.dtype)  # a known zero stays structural (see _run)
-        out, env = _run(closed, reference, ctx, known_ranges, lower_to=max_degree)
-        coefficients = _coefficients(out, env.ctx, env, closed.out_avals[0], max_degree)
+        out, env = _run(closed, reference, ctx, known_ranges, lower_to=max_degree, lower_over=t)
+        final_ctx = Context(t, env.ctx.degree)  # not lowered yet: lowered over t at the output
+        coefficients = _coefficients(out, final_ctx, env, closed.out_avals[0], max_degree)
         bounds = TaylorBounds(coefficients, x0, (a, b))
+        if working_region is not None:
+            bounds = _guard_working_region(bounds, working_region)
         return _guard_region(bounds)
 
     return bound
@@ -203,6 +222,32 @@ def _check_region(x0: Array, trust_region) -> None:
             "expansion at x0 over the region, so x0 must lie in it: pass x0 inside (a, b), or "
             "widen the region."
         )
+
+
+def _check_working_region(trust_region, working_region) -> None:
+    """Refuse a working region that does not contain the trust region, when values are known."""
+    values = [_concrete(e) for e in (*trust_region, *working_region)]
+    if any(v is None for v in values):
+        return  # traced: _guard_working_region answers with the whole line instead
+    a, b, wa, wb = (np.asarray(v, np.float64) for v in values)
+    if not np.all((wa <= a) & (b <= wb)):
+        raise ValueError(
+            "taylor_bounds' working_region (wa, wb) must contain the trust region (a, b): the "
+            "higher-degree enclosures are computed over the working region and the result is "
+            f"for the trust region inside it; got (a, b) = ({values[0]!r}, {values[1]!r}), "
+            f"(wa, wb) = ({values[2]!r}, {values[3]!r})"
+        )
+
+
+def _guard_working_region(bounds: TaylorBounds, working_region) -> TaylorBounds:
+    """Under ``jit``: a working region that does not contain the trust region gives no bound."""
+    a, b = bounds.trust_region
+    wa, wb = (jnp.asarray(e, jnp.result_type(a)) for e in working_region)
+    valid = jnp.all((wa <= a) & (b <= wb))
+    lo, hi = bounds.coefficients[-1]
+    inf = jnp.asarray(jnp.inf, jnp.result_type(lo))
+    final = (jnp.where(valid, lo, -inf), jnp.where(valid, hi, inf))
+    return TaylorBounds((*bounds.coefficients[:-1], final), bounds.x0, bounds.trust_region)
 
 
 def _guard_region(bounds: TaylorBounds) -> TaylorBounds:
@@ -388,7 +433,7 @@ def _replay(recorded, key, ctx, value):
     return known
 
 
-def _run(closed, x0, ctx, known_ranges, lower_to=None):
+def _run(closed, x0, ctx, known_ranges, lower_to=None, lower_over=None):
     if ctx.degree == 0:
         x = TaylorEnclosure((), Interval(x0 + ctx.trust_region.lo, x0 + ctx.trust_region.hi))
     elif isinstance(x0, np.ndarray):
@@ -398,6 +443,7 @@ def _run(closed, x0, ctx, known_ranges, lower_to=None):
     if lower_to is not None and lower_to >= ctx.degree:
         lower_to = None
     env = rules.Environment(None, known_ranges, ctx, lower_to)
+    env.lower_over = ctx.trust_region if lower_over is None else lower_over
     env.evaluate_jaxpr = functools.partial(evaluate_jaxpr, env=env, ctx=ctx)
     (out,) = evaluate_jaxpr(closed.jaxpr, closed.consts, [x], env=env, ctx=ctx)
     return out, env
@@ -497,7 +543,7 @@ def _lower_if_kinked(eqn, inputs, env) -> bool:
     else:
         kinked = str(eqn.primitive) not in _SMOOTH_PRIMITIVES
     if kinked:
-        env.ctx = Context(ctx.trust_region, env.lower_to)
+        env.ctx = Context(env.lower_over, env.lower_to)
     return kinked
 
 
