@@ -1,6 +1,7 @@
 """The jaxpr interpreter (``autobound.interpreter``): API, transformations, Taylor mode."""
 
 import doctest
+import importlib
 import math
 
 import jax
@@ -19,6 +20,9 @@ from optax_saferate.autobound import intervals
 from optax_saferate.autobound import logsumexp
 from optax_saferate.autobound import named_functions
 from optax_saferate.autobound import rules
+
+# The module, not the function of the same name that the package re-exports.
+integrate_module = importlib.import_module("optax_saferate.autobound.integrate")
 
 pytestmark = pytest.mark.usefixtures("autobound_numerics")
 
@@ -153,7 +157,17 @@ def test_integer_and_python_reference_points():
 
 @pytest.mark.parametrize(
     "module",
-    [ab, interpreter, named_functions, elementwise, enclosures, intervals, logsumexp, rules],
+    [
+        ab,
+        integrate_module,
+        interpreter,
+        named_functions,
+        elementwise,
+        enclosures,
+        intervals,
+        logsumexp,
+        rules,
+    ],
 )
 def test_docstring_examples_run(module):
     failures, _ = doctest.testmod(module, optionflags=doctest.ELLIPSIS)

@@ -8,6 +8,8 @@ This package imports neither optax nor flax.
 
 from optax_saferate.autobound.elementwise import ElementwiseFunction
 from optax_saferate.autobound.enclosures import TaylorEnclosure
+from optax_saferate.autobound.integrate import IntegralBounds
+from optax_saferate.autobound.integrate import integrate
 from optax_saferate.autobound.interpreter import TaylorBounds
 from optax_saferate.autobound.interpreter import taylor_bounds
 from optax_saferate.autobound.intervals import Interval
@@ -16,9 +18,11 @@ from optax_saferate.autobound.named_functions import register_primitive
 
 __all__ = (
     "ElementwiseFunction",
+    "IntegralBounds",
     "Interval",
     "TaylorBounds",
     "TaylorEnclosure",
+    "integrate",
     "register_elementwise",
     "register_primitive",
     "taylor_bounds",
