@@ -382,21 +382,33 @@ def test_deep_smooth_chain_upper_end_is_much_nearer_the_exact_curvature():
 
 
 def test_working_region_gives_the_trust_regions_bound_from_the_wider_enclosures():
-    params = {k: np.random.default_rng(3).uniform(-1, 1, s) for k, s in _shapes().items()}
-    f = functools.partial(_every_kink, params)
+    # A smooth layer, then relu and log-sum-exp (lowering points); all calls in one jit.
+    rng = np.random.default_rng(3)
+    w, d, v = (jnp.asarray(rng.uniform(-1, 1, size=s)) for s in ((4, 6), (4, 6), (6, 3)))
+    x = jnp.asarray(rng.normal(size=(5, 4)))
+
+    def f(t):
+        h = jnp.tanh(x @ (w + t * d))
+        return jnp.sum(jax.nn.relu(h)) + jnp.sum(jax.nn.logsumexp(h @ v, axis=1))
+
     bound = ab.taylor_bounds(f, 2, working_degree=3)
     zero = np.zeros(())
-    ends = np.array([0.01, 0.02, 0.04])
-    alone = [bound(zero, (zero, e)).final_interval() for e in ends]
-    # The same region as working region: bit for bit the plain call.
-    same = bound(zero, (zero, ends[1]), (zero, ends[1])).final_interval()
-    np.testing.assert_array_equal(np.asarray(same), np.asarray(alone[1]))
-    # vmapped over trust regions inside one working region: each is valid on its region (its
-    # remainder holds the one of that region's own pass, the tightest this engine gives).
-    nested = jax.vmap(lambda e: bound(zero, (zero, e), (zero, ends[-1])).final_interval())(ends)
-    for i in range(len(ends)):
-        assert nested[0][i] <= alone[i][0] and alone[i][1] <= nested[1][i]
-    assert nested[1][0] < alone[-1][1]  # the smallest region's is tighter than the outer one's
+    ends = jnp.asarray([0.01, 0.02, 0.04])
+
+    @jax.jit
+    def all_bounds(ends):
+        alone = jax.vmap(lambda e: bound(zero, (zero, e)).final_interval())(ends)
+        same = bound(zero, (zero, ends[1]), (zero, ends[1])).final_interval()
+        nested = jax.vmap(lambda e: bound(zero, (zero, e), (zero, ends[-1])).final_interval())(ends)
+        return alone, same, nested
+
+    alone, same, nested = (np.asarray(a) for a in all_bounds(ends))
+    # The same region as working region: the plain call's bound.
+    np.testing.assert_array_equal(same, alone[:, 1])
+    # Nested regions inside one working region: each holds its own pass's remainder (the
+    # tightest this engine gives there), and the smallest is tighter than the outer one's.
+    assert np.all(nested[0] <= alone[0]) and np.all(alone[1] <= nested[1])
+    assert nested[1][0] < alone[1][-1]
 
 
 def test_a_working_region_must_contain_the_trust_region():
