@@ -37,3 +37,27 @@ def mlp(widths, activation, loss_kind, images, labels):
         return jnp.mean((h - jax.nn.one_hot(y, 10)) ** 2)
 
     return loss, params
+
+
+def mm_problems():
+    """The small problems of the MM benchmark and tests/test_mm.py: (loss, x0) by name
+    (linear, logistic and Poisson regression with 5 features and 100 samples, 2-D Rosenbrock)."""
+    rng = np.random.default_rng(0)
+    n, m = 5, 100
+    a = rng.normal(size=(m, n))
+    w_true = 0.5 * rng.normal(size=n)
+    y_linear = a @ w_true + 0.1 * rng.normal(size=m)
+    y_logistic = np.where(rng.random(m) < 1 / (1 + np.exp(-a @ w_true)), 1.0, -1.0)
+    y_poisson = rng.poisson(np.exp(0.3 * a @ w_true)).astype(float)
+    return {
+        "linear": (lambda w: 0.5 * jnp.mean((a @ w - y_linear) ** 2), np.zeros(n)),
+        "logistic": (lambda w: jnp.mean(jax.nn.softplus(-y_logistic * (a @ w))), np.zeros(n)),
+        "poisson": (
+            lambda w: jnp.mean(jnp.exp(0.3 * (a @ w)) - y_poisson * 0.3 * (a @ w)),
+            np.zeros(n),
+        ),
+        "rosenbrock": (
+            lambda x: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2,
+            np.array([-1.2, 1.0]),
+        ),
+    }

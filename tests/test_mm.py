@@ -1,5 +1,8 @@
 """Tests of the universal MM optimizer (``optax_saferate.mm``, issue 13)."""
 
+import importlib.util
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -124,25 +127,12 @@ def test_one_dimension_allows_kinks():
 
 
 def _problems():
-    rng = _rng()
-    n, m = 5, 100
-    a = rng.normal(size=(m, n))
-    w_true = 0.5 * rng.normal(size=n)
-    y_linear = a @ w_true + 0.1 * rng.normal(size=m)
-    y_logistic = np.where(rng.random(m) < 1 / (1 + np.exp(-a @ w_true)), 1.0, -1.0)
-    y_poisson = rng.poisson(np.exp(0.3 * a @ w_true)).astype(float)
-    return {
-        "linear": (lambda w: 0.5 * jnp.mean((a @ w - y_linear) ** 2), np.zeros(n)),
-        "logistic": (lambda w: jnp.mean(jax.nn.softplus(-y_logistic * (a @ w))), np.zeros(n)),
-        "poisson": (
-            lambda w: jnp.mean(jnp.exp(0.3 * (a @ w)) - y_poisson * 0.3 * (a @ w)),
-            np.zeros(n),
-        ),
-        "rosenbrock": (
-            lambda x: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2,
-            np.array([-1.2, 1.0]),
-        ),
-    }
+    """The benchmark's problems (benchmarks/problems.py, shared so both measure the same)."""
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "problems.py"
+    spec = importlib.util.spec_from_file_location("_benchmark_problems", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.mm_problems()
 
 
 def _newton_minimiser(loss, x0, steps=50):
