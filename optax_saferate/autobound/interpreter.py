@@ -244,6 +244,11 @@ def _guard_working_region(bounds: TaylorBounds, working_region) -> TaylorBounds:
     a, b = bounds.trust_region
     wa, wb = (jnp.asarray(e, jnp.result_type(a)) for e in working_region)
     valid = jnp.all((wa <= a) & (b <= wb))
+    return _whole_line_unless(valid, bounds)
+
+
+def _whole_line_unless(valid: Array, bounds: TaylorBounds) -> TaylorBounds:
+    """``bounds`` where ``valid``, else the same polynomial part with ``[-inf, inf]`` as final."""
     lo, hi = bounds.coefficients[-1]
     inf = jnp.asarray(jnp.inf, jnp.result_type(lo))
     final = (jnp.where(valid, lo, -inf), jnp.where(valid, hi, inf))
@@ -258,10 +263,7 @@ def _guard_region(bounds: TaylorBounds) -> TaylorBounds:
     """
     a, b = bounds.trust_region
     valid = jnp.all((a <= bounds.x0) & (bounds.x0 <= b))
-    lo, hi = bounds.coefficients[-1]
-    inf = jnp.asarray(jnp.inf, jnp.result_type(lo))
-    final = (jnp.where(valid, lo, -inf), jnp.where(valid, hi, inf))
-    return TaylorBounds((*bounds.coefficients[:-1], final), bounds.x0, bounds.trust_region)
+    return _whole_line_unless(valid, bounds)
 
 
 def _vector_bounds(f, k: int, x0: Array, trust_region) -> TaylorBounds:
