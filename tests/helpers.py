@@ -264,6 +264,7 @@ def check_bounds(
     reference: Callable | None = None,
     samples: int = 64,
     jit: bool = True,
+    jit_reference: bool | None = None,
     propagate_trust_regions: bool = False,
     check_taylor: bool = True,
     seed: int = 0,
@@ -279,6 +280,9 @@ def check_bounds(
       reference: the same function evaluated in float64 (``f`` by default).
       samples: points per trust region where the bounds are checked.
       jit: compute the bounds under ``jax.jit`` (eager tracing is faster for one-off functions).
+      jit_reference: evaluate the float64 reference under ``jax.jit`` (default: as ``jit``). Its
+        value does not depend on it; jit pays one compilation, eager one dispatch per operation
+        (cheap for a small function whose operations earlier tests compiled, slow for a big one).
       propagate_trust_regions: passed to ``taylor_bounds``.
       check_taylor: compare the exact coefficients and the final interval with autodiff.
       seed: for the random sample points.
@@ -301,8 +305,9 @@ def check_bounds(
     assert np.all(lo_k <= hi_k), f"empty interval: {bounds.final_interval()}"
 
     points = sample_offsets(lo, hi, x0, samples, seed)
+    jit_reference = jit if jit_reference is None else jit_reference
     values, expected, rounding = _reference(
-        reference, degree if check_taylor else -1, points, x0, jit
+        reference, degree if check_taylor else -1, points, x0, jit_reference
     )
     assert np.all(np.isfinite(values)), "the test function must be finite on the trust region"
     lower, upper = evaluate_bounds(bounds, points, jit)

@@ -333,6 +333,7 @@ def _check_spelling(name, region, dtype, degree):
         dtype,
         reference=reference,
         jit=False,
+        jit_reference=True,
         samples=24,
         check_taylor=False,
     )
