@@ -3,7 +3,8 @@
 The elementwise enclosures in ``optax_saferate/autobound/elementwise.py`` need, for each
 function σ and derivative order j, the points where σ^(j) has a local extremum: between them
 σ^(j) is monotone, which is what makes the sharp remainder bound valid. This script finds them
-with sympy derivatives and mpmath root finding at 40 digits and prints the table.
+with sympy derivatives and mpmath root finding at 40 digits and prints the table (embedded in
+``optax_saferate/autobound/smooth_functions.py``).
 
 Usage: python scripts/critical_points.py
 """

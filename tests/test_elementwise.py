@@ -20,7 +20,7 @@ from helpers import compute_bounds
 from helpers import random_cases
 
 from optax_saferate import autobound as ab
-from optax_saferate.autobound import elementwise
+from optax_saferate.autobound import smooth_functions
 
 pytestmark = pytest.mark.usefixtures("autobound_numerics")
 
@@ -258,22 +258,22 @@ def _pieces(points, low, high):
 
 # name -> (function, its ElementwiseFunction for the monotone pieces, the domain sampled)
 SHARP = {
-    "exp": (jnp.exp, elementwise.EXP, (-4.0, 4.0)),
-    "expm1": (jnp.expm1, elementwise.EXPM1, (-4.0, 4.0)),
-    "log": (jnp.log, elementwise.LOG, (0.1, 6.0)),
-    "log1p": (jnp.log1p, elementwise.LOG1P, (-0.9, 6.0)),
-    "sqrt": (jnp.sqrt, elementwise.SQRT, (0.1, 6.0)),
-    "rsqrt": (jax.lax.rsqrt, elementwise.RSQRT, (0.1, 6.0)),
-    "1/x": (lambda x: 1 / x, elementwise.integer_power(-1), (0.2, 6.0)),
-    "x**3": (lambda x: x**3, elementwise.integer_power(3), (-3.0, 3.0)),
-    "x**4": (lambda x: x**4, elementwise.integer_power(4), (-3.0, 3.0)),
-    "x**1.5": (lambda x: x**1.5, elementwise.real_power(1.5), (0.1, 6.0)),
-    "x**-0.7": (lambda x: x**-0.7, elementwise.real_power(-0.7), (0.1, 6.0)),
-    "sigmoid": (jax.nn.sigmoid, elementwise.SIGMOID, (-6.0, 6.0)),
-    "tanh": (jnp.tanh, elementwise.TANH, (-4.0, 4.0)),
-    "softplus": (jax.nn.softplus, elementwise.SOFTPLUS, (-6.0, 6.0)),
-    "swish": (jax.nn.swish, elementwise.SWISH, (-7.0, 7.0)),
-    "erf": (erf, elementwise.ERF, (-3.0, 3.0)),
+    "exp": (jnp.exp, smooth_functions.EXP, (-4.0, 4.0)),
+    "expm1": (jnp.expm1, smooth_functions.EXPM1, (-4.0, 4.0)),
+    "log": (jnp.log, smooth_functions.LOG, (0.1, 6.0)),
+    "log1p": (jnp.log1p, smooth_functions.LOG1P, (-0.9, 6.0)),
+    "sqrt": (jnp.sqrt, smooth_functions.SQRT, (0.1, 6.0)),
+    "rsqrt": (jax.lax.rsqrt, smooth_functions.RSQRT, (0.1, 6.0)),
+    "1/x": (lambda x: 1 / x, smooth_functions.integer_power(-1), (0.2, 6.0)),
+    "x**3": (lambda x: x**3, smooth_functions.integer_power(3), (-3.0, 3.0)),
+    "x**4": (lambda x: x**4, smooth_functions.integer_power(4), (-3.0, 3.0)),
+    "x**1.5": (lambda x: x**1.5, smooth_functions.real_power(1.5), (0.1, 6.0)),
+    "x**-0.7": (lambda x: x**-0.7, smooth_functions.real_power(-0.7), (0.1, 6.0)),
+    "sigmoid": (jax.nn.sigmoid, smooth_functions.SIGMOID, (-6.0, 6.0)),
+    "tanh": (jnp.tanh, smooth_functions.TANH, (-4.0, 4.0)),
+    "softplus": (jax.nn.softplus, smooth_functions.SOFTPLUS, (-6.0, 6.0)),
+    "swish": (jax.nn.swish, smooth_functions.SWISH, (-7.0, 7.0)),
+    "erf": (erf, smooth_functions.ERF, (-3.0, 3.0)),
 }
 
 
@@ -331,12 +331,14 @@ def _sign_changes(values, grid):
 
 
 TABLES = {
-    "sigmoid": (elementwise.SIGMOID, jax.nn.sigmoid),
-    "tanh": (elementwise.TANH, jnp.tanh),
-    "softplus": (elementwise.SOFTPLUS, jax.nn.softplus),
-    "swish": (elementwise.SWISH, jax.nn.silu),
-    "erf": (elementwise.ERF, erf),
-    **{f"x**{n}": (elementwise.integer_power(n), lambda x, n=n: x**n) for n in (2, 3, 4, 5, 6)},
+    "sigmoid": (smooth_functions.SIGMOID, jax.nn.sigmoid),
+    "tanh": (smooth_functions.TANH, jnp.tanh),
+    "softplus": (smooth_functions.SOFTPLUS, jax.nn.softplus),
+    "swish": (smooth_functions.SWISH, jax.nn.silu),
+    "erf": (smooth_functions.ERF, erf),
+    **{
+        f"x**{n}": (smooth_functions.integer_power(n), lambda x, n=n: x**n) for n in (2, 3, 4, 5, 6)
+    },
 }
 
 

@@ -17,9 +17,11 @@ from optax_saferate.autobound import elementwise
 from optax_saferate.autobound import enclosures
 from optax_saferate.autobound import interpreter
 from optax_saferate.autobound import intervals
+from optax_saferate.autobound import kinks
 from optax_saferate.autobound import logsumexp
 from optax_saferate.autobound import named_functions
 from optax_saferate.autobound import rules
+from optax_saferate.autobound import smooth_functions
 
 # The module, not the function of the same name that the package re-exports.
 integrate_module = importlib.import_module("optax_saferate.autobound.integrate")
@@ -163,6 +165,8 @@ def test_integer_and_python_reference_points():
         interpreter,
         named_functions,
         elementwise,
+        smooth_functions,
+        kinks,
         enclosures,
         intervals,
         logsumexp,

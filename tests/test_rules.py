@@ -664,12 +664,12 @@ def test_register_elementwise_for_a_named_jit_function():
         (np.array([0.0, -3.0, 0.5]), np.array([1.0, -1.5, 3.0])),
     )
     walked = compute_bounds(scaled_swish_for_test, 2, x0, region, jit=JIT)
-    from optax_saferate.autobound import elementwise
+    from optax_saferate.autobound import smooth_functions
 
     spec = ab.register_elementwise(
         "scaled_swish_for_test",
         lambda x: 2 * x * jax.nn.sigmoid(x),
-        lambda order: elementwise.SWISH.critical_points(order),
+        lambda order: smooth_functions.SWISH.critical_points(order),
     )
     assert isinstance(spec, ab.ElementwiseFunction)
     registered = check_bounds(scaled_swish_for_test, x0, region, 2, jit=JIT)

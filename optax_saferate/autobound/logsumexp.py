@@ -37,6 +37,7 @@ from optax_saferate.autobound import elementwise
 from optax_saferate.autobound import enclosures
 from optax_saferate.autobound import intervals
 from optax_saferate.autobound import logsumexp_line
+from optax_saferate.autobound import smooth_functions
 from optax_saferate.autobound.enclosures import Context
 from optax_saferate.autobound.enclosures import TaylorEnclosure
 from optax_saferate.autobound.intervals import Interval
@@ -394,9 +395,9 @@ def _lse(x: Array, axes: tuple[int, ...]) -> Array:
 def _enclose_by_chain(z: TaylorEnclosure, axes, ctx: Context) -> TaylorEnclosure:
     """``log(sum(exp(z - s))) + s`` with the constant shift ``s = max(z_0)`` (degrees >= 3)."""
     shift = jnp.max(z.coefficients[0], axes, keepdims=True)
-    exp = elementwise.enclose(elementwise.EXP, enclosures.add_constant(z, -shift), ctx)
+    exp = elementwise.enclose(smooth_functions.EXP, enclosures.add_constant(z, -shift), ctx)
     total = enclosures.map_monotone(lambda c: jnp.sum(c, axes), exp)
-    log = elementwise.enclose(elementwise.LOG, total, ctx)
+    log = elementwise.enclose(smooth_functions.LOG, total, ctx)
     return enclosures.add_constant(log, jnp.squeeze(shift, axes))
 
 
@@ -510,4 +511,4 @@ def softmax(
     if weights is not None:
         top = jnp.where(weights >= 1, top, jnp.inf).astype(log_p.dtype)
     nonpositive = Interval(jnp.full(log_p.shape, -jnp.inf, log_p.dtype), top)
-    return elementwise.enclose(elementwise.EXP, log_p, ctx, known_range=nonpositive)
+    return elementwise.enclose(smooth_functions.EXP, log_p, ctx, known_range=nonpositive)

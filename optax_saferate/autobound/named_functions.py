@@ -19,7 +19,9 @@ from jax.extend import core as jcore
 
 from optax_saferate.autobound import elementwise
 from optax_saferate.autobound import enclosures
+from optax_saferate.autobound import kinks
 from optax_saferate.autobound import rules
+from optax_saferate.autobound import smooth_functions
 from optax_saferate.autobound.elementwise import ElementwiseFunction
 from optax_saferate.autobound.enclosures import TaylorEnclosure
 
@@ -99,9 +101,9 @@ def _elu(env, ctx, eqn, inputs):
         # elu = relu(x) + α·expm1(-relu(-x)) stays finite across the kink (relu's own rule).
         positive = rules.apply_relu(env, ctx, x)
         negative = enclosures.negate(rules.apply_relu(env, ctx, enclosures.negate(x)))
-        tail = rules.apply_function(env, ctx, elementwise.EXPM1, negative)
+        tail = rules.apply_function(env, ctx, smooth_functions.EXPM1, negative)
         return [enclosures.add(positive, enclosures.scale(tail, alpha), ctx)]
-    core = enclosures.scale(rules.apply_function(env, ctx, elementwise.ELU_CORE, x), alpha)
+    core = enclosures.scale(rules.apply_function(env, ctx, kinks.ELU_CORE, x), alpha)
     if isinstance(alpha, float) and alpha == 1.0:
         return [core]
     relu = enclosures.scale(rules.apply_relu(env, ctx, x), 1.0 - alpha)
@@ -120,10 +122,10 @@ def _logaddexp(env, ctx, eqn, inputs):
     if not isinstance(b, TaylorEnclosure):
         # logaddexp(a, c) = c + softplus(a - c)
         shifted = enclosures.add_constant(a, -b)
-        softplus = rules.apply_function(env, ctx, elementwise.SOFTPLUS, shifted)
+        softplus = rules.apply_function(env, ctx, smooth_functions.SOFTPLUS, shifted)
         return [enclosures.add_constant(softplus, b)]
     difference = rules._subtract_values(ctx, a, b)
-    softplus = rules.apply_function(env, ctx, elementwise.SOFTPLUS, difference)
+    softplus = rules.apply_function(env, ctx, smooth_functions.SOFTPLUS, difference)
     return [enclosures.add(b, softplus, ctx)]
 
 
@@ -199,10 +201,14 @@ def register_primitive(primitive: jcore.Primitive, rule: Callable) -> None:
 NAMED_FUNCTIONS.update(
     relu=_single_input(rules.apply_relu),
     relu6=_single_input(_relu6),
-    silu=_single_input(lambda env, ctx, x: rules.apply_function(env, ctx, elementwise.SWISH, x)),
-    swish=_single_input(lambda env, ctx, x: rules.apply_function(env, ctx, elementwise.SWISH, x)),
+    silu=_single_input(
+        lambda env, ctx, x: rules.apply_function(env, ctx, smooth_functions.SWISH, x)
+    ),
+    swish=_single_input(
+        lambda env, ctx, x: rules.apply_function(env, ctx, smooth_functions.SWISH, x)
+    ),
     softplus=_single_input(
-        lambda env, ctx, x: rules.apply_function(env, ctx, elementwise.SOFTPLUS, x)
+        lambda env, ctx, x: rules.apply_function(env, ctx, smooth_functions.SOFTPLUS, x)
     ),
     leaky_relu=_leaky_relu,
     elu=_elu,

@@ -21,8 +21,10 @@ from jax.extend.core import primitives as P
 from optax_saferate.autobound import elementwise
 from optax_saferate.autobound import enclosures
 from optax_saferate.autobound import intervals
+from optax_saferate.autobound import kinks
 from optax_saferate.autobound import logsumexp as lse
 from optax_saferate.autobound import maximum as maximum_rule
+from optax_saferate.autobound import smooth_functions
 from optax_saferate.autobound.elementwise import ElementwiseFunction
 from optax_saferate.autobound.enclosures import Context
 from optax_saferate.autobound.enclosures import TaylorEnclosure
@@ -120,22 +122,22 @@ def apply_function(env, ctx, spec: ElementwiseFunction, x: TaylorEnclosure) -> T
 
 
 def apply_relu(env, ctx, x: TaylorEnclosure) -> TaylorEnclosure:
-    return elementwise.enclose_relu(x, ctx, env.next_range(ctx, x))
+    return kinks.enclose_relu(x, ctx, env.next_range(ctx, x))
 
 
 _SIMPLE_FUNCTIONS = {
-    P.exp_p: elementwise.EXP,
-    P.log_p: elementwise.LOG,
-    P.log1p_p: elementwise.LOG1P,
-    P.expm1_p: elementwise.EXPM1,
-    P.logistic_p: elementwise.SIGMOID,
-    P.tanh_p: elementwise.TANH,
-    P.erf_p: elementwise.ERF,
-    P.erfc_p: elementwise.ERFC,
-    P.sin_p: elementwise.SIN,
-    P.cos_p: elementwise.COS,
-    P.sqrt_p: elementwise.SQRT,
-    P.rsqrt_p: elementwise.RSQRT,
+    P.exp_p: smooth_functions.EXP,
+    P.log_p: smooth_functions.LOG,
+    P.log1p_p: smooth_functions.LOG1P,
+    P.expm1_p: smooth_functions.EXPM1,
+    P.logistic_p: smooth_functions.SIGMOID,
+    P.tanh_p: smooth_functions.TANH,
+    P.erf_p: smooth_functions.ERF,
+    P.erfc_p: smooth_functions.ERFC,
+    P.sin_p: smooth_functions.SIN,
+    P.cos_p: smooth_functions.COS,
+    P.sqrt_p: smooth_functions.SQRT,
+    P.rsqrt_p: smooth_functions.RSQRT,
 }
 
 
@@ -157,7 +159,7 @@ def _integer_pow(env, ctx, eqn, x):
 
 @register(P.square_p)
 def _square(env, ctx, eqn, x):
-    return apply_function(env, ctx, elementwise.integer_power(2), x)
+    return apply_function(env, ctx, smooth_functions.integer_power(2), x)
 
 
 @register(P.pow_p)
@@ -168,15 +170,15 @@ def _pow(env, ctx, eqn, base, exponent):
             p = float(p)
             if p.is_integer():
                 return _integer_pow_value(env, ctx, base, int(p))
-            return apply_function(env, ctx, elementwise.real_power(p), base)
+            return apply_function(env, ctx, smooth_functions.real_power(p), base)
     # base**e = exp(e·log(base)) for a positive base.
     log_base = (
-        apply_function(env, ctx, elementwise.LOG, base)
+        apply_function(env, ctx, smooth_functions.LOG, base)
         if isinstance(base, TaylorEnclosure)
         else jnp.log(base)
     )
     product = _multiply_values(ctx, log_base, exponent)
-    return apply_function(env, ctx, elementwise.EXP, _fit(product, eqn))
+    return apply_function(env, ctx, smooth_functions.EXP, _fit(product, eqn))
 
 
 def _integer_pow_value(env, ctx, x, n):
@@ -184,7 +186,7 @@ def _integer_pow_value(env, ctx, x, n):
         return jnp.ones(x.shape, x.dtype)
     if n == 1:
         return x
-    return apply_function(env, ctx, elementwise.integer_power(n), x)
+    return apply_function(env, ctx, smooth_functions.integer_power(n), x)
 
 
 @register(P.abs_p)
@@ -359,7 +361,7 @@ def _mul(env, ctx, eqn, a, b):
                 return lse.weighted(value, other, _source(eqn))  # logsumexp(..., b=other)
             raise lse.pattern_error("mul", value, _source(eqn))
     if eqn.invars[0] is eqn.invars[1] and isinstance(a, TaylorEnclosure):
-        return apply_function(env, ctx, elementwise.integer_power(2), a)
+        return apply_function(env, ctx, smooth_functions.integer_power(2), a)
     return _fit(_multiply_values(ctx, a, b), eqn)
 
 
@@ -374,7 +376,7 @@ def _div(env, ctx, eqn, a, b):
     if isinstance(a, TaylorEnclosure) and is_constant(b):
         return _fit(_divide_by_constant(a, b), eqn)
     reciprocal = (
-        apply_function(env, ctx, elementwise.RECIPROCAL, b)
+        apply_function(env, ctx, smooth_functions.RECIPROCAL, b)
         if isinstance(b, TaylorEnclosure)
         else 1.0 / b
     )
