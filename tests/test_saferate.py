@@ -254,7 +254,7 @@ def test_a_step_below_the_regions_rounding_unit_is_refused():
 
 def test_fit_doubles_the_region_when_the_step_reaches_its_end():
     loss = lambda p: jnp.sum((p - 100.0) ** 2)  # noqa: E731
-    tx = osr.scale_by_saferate(initial_max_learning_rate=1.0)  # trust_region="fit"
+    tx = osr.scale_by_saferate(initial_max_learning_rate=1.0, trust_region="fit")
     params = jnp.zeros(1)
     state = tx.init(params)
     updates, state = tx.update(jnp.ones(1), state, params, value_fn=loss)
@@ -278,7 +278,7 @@ def test_fit_moves_the_region_towards_a_step_inside_it():
     assert float(updates[0]) == pytest.approx(0.1)
     assert float(state.max_learning_rate) == pytest.approx(np.sqrt(0.1))
     assert int(state.halvings) == 1
-    far = osr.scale_by_saferate(initial_max_learning_rate=1e4)
+    far = osr.scale_by_saferate(initial_max_learning_rate=1e4, trust_region="fit")
     loss = lambda p: jnp.sum((p - 1.0) ** 2)  # noqa: E731
     _, far_state = far.update(jnp.ones(1), far.init(params), params, value_fn=loss)
     assert float(far_state.max_learning_rate) == pytest.approx(2500.0)  # sqrt(1e4/16 · 1e4)
@@ -286,13 +286,13 @@ def test_fit_moves_the_region_towards_a_step_inside_it():
 
 def test_fit_quarters_the_region_when_the_bound_is_not_finite():
     loss = lambda p: -jnp.sum(jnp.log(p)) + jnp.sum(p)  # noqa: E731
-    tx = osr.scale_by_saferate(initial_max_learning_rate=1e6)
+    tx = osr.scale_by_saferate(initial_max_learning_rate=1e6, trust_region="fit")
     params = jnp.array([0.1, 5.0, 0.01])
     state = tx.init(params)
     updates, state = tx.update(-jax.grad(loss)(params), state, params, value_fn=loss)
     assert float(jnp.abs(updates).max()) == 0.0
     assert float(state.max_learning_rate) == 2.5e5
-    tx = osr.saferate(optax.sgd(1.0), initial_max_learning_rate=1e6)
+    tx = osr.saferate(optax.sgd(1.0), initial_max_learning_rate=1e6, trust_region="fit")
     params, state, values = _run(tx, loss, params, 30)
     assert np.all(np.isfinite(values))
     assert np.all(np.diff(values) <= 1e-6 * np.abs(values[0]))
@@ -301,7 +301,8 @@ def test_fit_quarters_the_region_when_the_bound_is_not_finite():
 
 def test_ladder_takes_the_rung_with_the_largest_guaranteed_decrease():
     # h(η) = (η - 100)² along u = 1: the exact quadratic, so c2 = 1 on every rung and the best
-    # rung is the largest, 16·η_max, which the next update's ladder is centred on.
+    # rung is the largest, 16·η_max, which the next update's ladder is centred on. The default
+    # ladder's rungs are √2 apart from 1/16 to 16.
     loss = lambda p: jnp.sum((p - 100.0) ** 2)  # noqa: E731
     tx = osr.scale_by_saferate(initial_max_learning_rate=1.0, trust_region="ladder")
     params = jnp.zeros(1)
@@ -312,12 +313,31 @@ def test_ladder_takes_the_rung_with_the_largest_guaranteed_decrease():
     assert float(state.max_learning_rate) == 16.0
     params = params + updates
     updates, state = tx.update(jnp.ones(1), state, params, value_fn=loss)
-    assert float(updates[0]) == pytest.approx(84.0)  # the vertex: inside the rung 256 only
-    assert float(state.max_learning_rate) == 256.0
+    assert float(updates[0]) == pytest.approx(84.0)  # the vertex, inside the rungs 64√2 .. 256
+    # those rungs tie, and the smallest region that holds the vertex is the one kept
+    assert float(state.max_learning_rate) == pytest.approx(64.0 * 2**0.5)
     params = params + updates
     updates, state = tx.update(jnp.ones(1), state, params, value_fn=loss)
-    assert abs(float(updates[0])) < 1e-3  # at the optimum; the rungs 256 and 1024 tie at 0
-    assert float(state.max_learning_rate) in (64.0, 256.0)
+    assert abs(float(updates[0])) < 1e-3  # at the optimum: no descent along u, region kept
+    kept = float(state.max_learning_rate)
+    assert any(kept == pytest.approx(r) for r in (64.0 * 2**0.5, 64.0 * 2**0.5 / 16))
+
+
+def test_ladder_with_far_rungs_keeps_the_only_rung_holding_the_vertex():
+    # the same quadratic with the sparse ladder (1/4, 1, 4, 16): only the rung 256 holds the
+    # vertex 84 on the second step.
+    loss = lambda p: jnp.sum((p - 100.0) ** 2)  # noqa: E731
+    tx = osr.scale_by_saferate(
+        initial_max_learning_rate=1.0, trust_region="ladder", ladder=(0.25, 1.0, 4.0, 16.0)
+    )
+    params = jnp.zeros(1)
+    state = tx.init(params)
+    updates, state = tx.update(jnp.ones(1), state, params, value_fn=loss)
+    assert float(updates[0]) == 16.0
+    params = params + updates
+    updates, state = tx.update(jnp.ones(1), state, params, value_fn=loss)
+    assert float(updates[0]) == pytest.approx(84.0)
+    assert float(state.max_learning_rate) == 256.0
 
 
 def test_ladder_prefers_a_lower_rung_when_its_bound_is_tighter():
