@@ -216,6 +216,27 @@ def test_the_grid_is_within_a_few_percent_of_the_best_coefficient():
             assert best <= sup[row] <= 1.1 * best, (reach, row, sup[row], best)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_vmap_over_reaches_gives_the_unbatched_bounds_and_keeps_one_cond(dtype):
+    """SafeRate's ladder maps remainder_sup over trust regions. The batch must give each
+    region's own bound (up to XLA fusing the batched ops differently: a few ulps), whether no
+    region, some or all need the log-space form
+    (``e^{t·d}`` overflows at the far reaches), and the log-space form must stay behind a cond
+    instead of becoming a select that computes it for every region."""
+    rng = np.random.default_rng(5)
+    z0 = rounded(3 * rng.normal(size=(ROWS, CLASSES)), np.float32)
+    z1 = rounded(40 * rng.normal(size=(ROWS, CLASSES)), np.float32)
+    log_p, p, d = _line_inputs(z0, z1, dtype)
+    one = jax.jit(lambda reach: logsumexp_line.remainder_sup(log_p, p, d, reach, AXES))
+    for reaches in ([1e-4, 1e-3, 1e-2], [1e-3, 0.1, 50.0], [20.0, 50.0]):
+        reaches = jnp.asarray(reaches, dtype)
+        batched = jax.jit(jax.vmap(one))(reaches)
+        for reach, bound in zip(reaches, batched, strict=True):
+            np.testing.assert_allclose(bound, one(reach), rtol=8 * np.finfo(dtype).eps)
+    jaxpr = str(jax.make_jaxpr(jax.vmap(one))(reaches))
+    assert "cond[" in jaxpr
+
+
 # --------------------------------------------------------------------------- phi
 
 

@@ -35,6 +35,7 @@ The negative side ``[t_lo, 0)`` is the positive side of the line with ``d`` nega
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -124,6 +125,61 @@ def _log_abs_expm1(x: Array) -> Array:
     return jnp.where(big, far + jnp.log1p(-jnp.exp(-far)), jnp.log(jnp.abs(jnp.expm1(x))))
 
 
+def _line_terms(log_p: Array, p: Array, d: Array, t: Array, axes):
+    """``N(t)``, ``N'(t)`` in the direct form, and where that form is finite (see _line_value)."""
+    x = t * d
+    excess = _sum(_weighted(p, x * x * phi(x)), axes)
+    rise = _sum(_weighted(p, d * jnp.expm1(x)), axes)
+    linear = jnp.isfinite(excess) & jnp.isfinite(rise)
+    return jnp.log1p(excess), rise / (1 + excess), linear
+
+
+def _line_value_everywhere(log_p: Array, p: Array, d: Array, t: Array, axes):
+    """The direct form where it is finite, the log-space form elsewhere (see _line_value)."""
+    value, slope, linear = _line_terms(log_p, p, d, t, axes)
+    x = t * d
+    log_excess = _lse(log_p + _log_excess(x), axes)
+    far_value = jnp.logaddexp(log_excess, 0)
+    log_rise = _lse(log_p + jnp.log(jnp.abs(d)) + _log_abs_expm1(x), axes)
+    far_slope = jnp.exp(log_rise - far_value)
+    return jnp.where(linear, value, far_value), jnp.where(linear, slope, far_slope)
+
+
+@functools.cache
+def _line_value_over(axes: tuple[int, ...]):
+    """``_line_value`` for the reduced ``axes``, with its own batching rule.
+
+    The log-space form costs a dozen transcendental ops per class and point and is needed only
+    where ``e^{t·d}`` overflows, so a ``jax.lax.cond`` runs it only then. Under ``jax.vmap``
+    (SafeRate's ladder maps over trust regions) a cond whose predicate is batched becomes a
+    select that runs both branches: half of a 17-rung ladder step on logistic regression. The
+    rule below keeps one cond for the whole batch: the direct form for every member, the
+    log-space form for all of them as soon as one member needs it (the same values either way).
+    """
+
+    def unbatched(log_p, p, d, t):
+        value, slope, linear = _line_terms(log_p, p, d, t, axes)
+        return jax.lax.cond(
+            jnp.all(linear),
+            lambda: (value, slope),
+            lambda: _line_value_everywhere(log_p, p, d, t, axes),
+        )
+
+    line_value = jax.custom_batching.custom_vmap(unbatched)
+
+    @line_value.def_vmap
+    def batched(axis_size, in_batched, log_p, p, d, t):
+        del axis_size
+        in_axes = tuple(0 if b else None for b in in_batched)
+        args = (log_p, p, d, t)
+        value, slope, linear = jax.vmap(lambda *a: _line_terms(*a, axes), in_axes)(*args)
+        everywhere = jax.vmap(lambda *a: _line_value_everywhere(*a, axes), in_axes)
+        out = jax.lax.cond(jnp.all(linear), lambda: (value, slope), lambda: everywhere(*args))
+        return out, (True, True)
+
+    return line_value
+
+
 def _line_value(log_p: Array, p: Array, d: Array, t: Array, axes) -> tuple[Array, Array]:
     """``N(t)`` and ``N'(t)`` for ``N(t) = log(1 + S)``, ``S = Σ p_i (e^{t d_i} - 1 - t d_i)``.
 
@@ -138,23 +194,7 @@ def _line_value(log_p: Array, p: Array, d: Array, t: Array, axes) -> tuple[Array
     ``q(t)·d`` carried the rounding of the centring, ``t·Σ p d``, which the series form of ``N``
     drops, so the expansion bound fell short by ``|Σ p d|·w`` (2.5e-6 relative, float64).
     """
-    x = t * d
-    excess = _sum(_weighted(p, x * x * phi(x)), axes)
-    rise = _sum(_weighted(p, d * jnp.expm1(x)), axes)
-    value = jnp.log1p(excess)
-    slope = rise / (1 + excess)
-    linear = jnp.isfinite(excess) & jnp.isfinite(rise)
-
-    def in_log_space():
-        log_excess = _lse(log_p + _log_excess(x), axes)
-        far_value = jnp.logaddexp(log_excess, 0)
-        log_rise = _lse(log_p + jnp.log(jnp.abs(d)) + _log_abs_expm1(x), axes)
-        far_slope = jnp.exp(log_rise - far_value)
-        return jnp.where(linear, value, far_value), jnp.where(linear, slope, far_slope)
-
-    # The log-space form costs a dozen transcendental ops per class and point, and is needed
-    # only where e^{t·d} overflows; jax.lax.cond runs it only then (under vmap both run).
-    return jax.lax.cond(jnp.all(linear), lambda: (value, slope), in_log_space)
+    return _line_value_over(tuple(axes))(log_p, p, d, t)
 
 
 def _quadratic_max(a2: Array, a1: Array, a0: Array, lo: Array, hi: Array) -> Array:
