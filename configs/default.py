@@ -54,7 +54,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.initial_max_learning_rate = 1.0  # saferate: initial trust region [0, 1].
     config.optimizer.verify_decrease = False  # saferate: re-check the loss, reject increases.
     # saferate: "fit" (one bound a step: the CNN's batched interval convolutions make the
-    # library's default "ladder", 17 bounds a step, too slow here), "ladder", "nested", "halving".
+    # library's default "refine", 9 bounds a step, too slow here), "refine", "ladder" (all 17
+    # rungs), "nested", "halving".
     config.optimizer.trust_region = "fit"
     config.optimizer.max_backtracking_steps = 30  # backtracking: step shrinks (x0.8) per update.
     config.optimizer.momentum = 0.9  # momentum and nesterov.

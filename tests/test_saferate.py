@@ -362,6 +362,35 @@ def test_ladder_prefers_a_lower_rung_when_its_bound_is_tighter():
         assert float(other.predicted_decrease) <= float(state.predicted_decrease) * (1 + 1e-6)
 
 
+@pytest.mark.parametrize(
+    "loss",
+    [
+        # exact: the rungs tie once they hold the vertex
+        lambda p: jnp.sum(jnp.arange(1.0, 5.0) * (p - 100.0) ** 2),
+        # the bound loosens fast with the region
+        lambda p: jnp.sum(jnp.exp(p * jnp.arange(1.0, 5.0)) - 3.0 * p),
+        lambda p: jnp.sum(jax.nn.softplus(p * jnp.arange(1.0, 5.0)) - p),
+    ],
+)
+def test_refine_finds_the_dense_ladders_rung(loss):
+    # The guaranteed decrease is unimodal along the ladder on these losses (c2_hi grows with T),
+    # so the coarse-to-fine search (9 of the 17 rungs) takes the dense ladder's steps.
+    def trajectory(trust_region):
+        tx = osr.saferate(optax.sgd(1.0), initial_max_learning_rate=0.1, trust_region=trust_region)
+        params, state, steps = jnp.zeros(4), None, []
+        state = tx.init(params)
+        for _ in range(6):
+            updates, state = tx.update(jax.grad(loss)(params), state, params, value_fn=loss)
+            params = optax.apply_updates(params, updates)
+            inner = state[1]
+            steps.append((float(inner.learning_rate), float(inner.max_learning_rate)))
+        return np.array(steps)
+
+    dense, refined = trajectory("ladder"), trajectory("refine")
+    assert np.all(dense[:, 0] > 0), dense
+    np.testing.assert_allclose(refined, dense, rtol=1e-5)
+
+
 def test_ladder_moves_below_its_lowest_rung_when_no_rung_is_finite():
     loss = lambda p: -jnp.sum(jnp.log(p)) + jnp.sum(p)  # noqa: E731
     tx = osr.saferate(optax.sgd(1.0), initial_max_learning_rate=1e6, trust_region="ladder")

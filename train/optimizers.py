@@ -101,7 +101,7 @@ def validate_optimizer_config(config: ml_collections.ConfigDict) -> None:
         )
     if learning_rate is not None and not learning_rate > 0:
         raise ValueError(f"config.optimizer.learning_rate={learning_rate!r} must be positive.")
-    if name == "saferate" and config.get("trust_region", "ladder") not in TRUST_REGION_RULES:
+    if name == "saferate" and config.get("trust_region", "refine") not in TRUST_REGION_RULES:
         raise ValueError(
             f"config.optimizer.trust_region={config.trust_region!r} must be one of "
             f"{TRUST_REGION_RULES}."
@@ -142,7 +142,7 @@ def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfor
             PLAIN_OPTIMIZERS[config.base](1.0, config),
             initial_max_learning_rate=config.initial_max_learning_rate,
             verify_decrease=config.verify_decrease,
-            trust_region=config.get("trust_region", "ladder"),
+            trust_region=config.get("trust_region", "refine"),
         )
     if name == "backtracking":
         return optax.chain(
