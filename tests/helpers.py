@@ -268,6 +268,7 @@ def check_bounds(
     propagate_trust_regions: bool = False,
     check_taylor: bool = True,
     seed: int = 0,
+    extra_points=None,
 ) -> ab.TaylorBounds:
     """Check the AutoBound enclosure of ``f`` for a batch of cases; return the bounds.
 
@@ -286,6 +287,8 @@ def check_bounds(
       propagate_trust_regions: passed to ``taylor_bounds``.
       check_taylor: compare the exact coefficients and the final interval with autodiff.
       seed: for the random sample points.
+      extra_points: more points to check, shape ``(cases, m)`` (e.g. a kink and its float
+        neighbours); rounded to ``dtype`` and clipped into each case's trust region.
     """
     dtype = np.dtype(dtype)
     reference = f if reference is None else reference
@@ -305,6 +308,10 @@ def check_bounds(
     assert np.all(lo_k <= hi_k), f"empty interval: {bounds.final_interval()}"
 
     points = sample_offsets(lo, hi, x0, samples, seed)
+    if extra_points is not None:
+        extra = np.resize(rounded(extra_points, dtype), (len(x0), np.shape(extra_points)[1]))
+        extra = np.clip(extra, lo[:, None], hi[:, None]).astype(np.float64)
+        points = np.concatenate([points, extra], 1)
     jit_reference = jit if jit_reference is None else jit_reference
     values, expected, rounding = _reference(
         reference, degree if check_taylor else -1, points, x0, jit_reference

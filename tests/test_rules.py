@@ -236,10 +236,13 @@ def test_where_with_an_input_dependent_predicate():
     x0, lo, hi = np.array([0.2, 0.0, 0.8]), np.array([0.0, 0.0, 0.6]), np.array([0.4, 0.4, 1.0])
     bounds = check_bounds(f, x0, (lo, hi), 2, jit=JIT)
     np.testing.assert_allclose(bounds.final_interval(), [[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
-    # It flips on [0, 1]: the enclosure is unbounded (sound), never a silent guess.
-    bounds = compute_bounds(f, 2, np.array([0.2, 0.8]), (np.array([0.0, 0.0]), np.ones(2)))
+    # It flips on [0, 1], 0.3 away from either reference point: finite (the jump over t² is at
+    # most range(other - chosen)/0.3²) and sound, checked on the switching point and beside it.
+    kinks = np.broadcast_to(np.nextafter(0.5, [-np.inf, 0.5, np.inf]), (2, 3))
+    x0, region = np.array([0.2, 0.8]), (np.array([0.0, 0.0]), np.ones(2))
+    bounds = check_bounds(f, x0, region, 2, jit=JIT, extra_points=kinks)
     lo_2, hi_2 = bounds.final_interval()
-    assert np.all(np.isneginf(lo_2)) and np.all(np.isposinf(hi_2))
+    assert np.all(np.isfinite(lo_2)) and np.all(np.isfinite(hi_2))
     np.testing.assert_allclose(bounds.coefficients[0], [0.8, 0.64])
 
     def g(x):  # elementwise: only the flipping elements are unbounded
@@ -258,10 +261,11 @@ def test_where_with_an_equality_predicate():
     x0, lo, hi = np.array([0.2, 0.8]), np.array([0.0, 0.6]), np.array([0.4, 1.0])
     bounds = check_bounds(f, x0, (lo, hi), 2, jit=JIT)
     np.testing.assert_allclose(bounds.coefficients[0], np.exp(x0))
-    # It can hit 0.5 on [0, 1]: unbounded, never a silent guess.
-    bounds = compute_bounds(f, 2, np.array([0.2]), (np.array([0.0]), np.array([1.0])))
+    # It can hit 0.5 on [0, 1], but only 0.3 away: finite and sound at 0.5 itself.
+    kinks = np.array([[0.5, np.nextafter(0.5, 0.0), np.nextafter(0.5, 1.0)]])
+    bounds = check_bounds(f, [0.2], ([0.0], [1.0]), 2, jit=JIT, extra_points=kinks)
     lo_2, hi_2 = bounds.final_interval()
-    assert np.isneginf(lo_2).all() and np.isposinf(hi_2).all()
+    assert np.isfinite(lo_2).all() and np.isfinite(hi_2).all()
     # At the reference point itself the predicate holds: the 3x branch is the value there.
     bounds = compute_bounds(f, 2, np.array([0.5]), (np.array([0.5]), np.array([0.5])))
     np.testing.assert_allclose(bounds.coefficients[0], [1.5])

@@ -44,7 +44,9 @@ class Comparison:
 
     It is only usable as the predicate of ``select_n``. Where the range of ``difference`` keeps
     one sign over the trust region the choice is constant and the select is exact; elsewhere the
-    result is unbounded (``[-inf, inf]``), which is sound and makes SafeRate shrink its step.
+    case chosen at the reference point gets the jump to the other case as a degree-``k`` term,
+    finite when the reference point is off the switching point (``_switch_allowance``), and
+    unbounded (sound) on it.
     """
 
     difference: TaylorEnclosure
@@ -624,10 +626,72 @@ def _select_by_comparison(ctx, eqn, comparison: Comparison, cases):
         lambda if_false, if_true: jnp.where(at_reference, if_true, if_false), cases, ctx
     )
     chosen = elementwise.to_remainder_form(chosen, ctx)
-    inf = jnp.asarray(jnp.inf, chosen.dtype)
-    unbounded = jnp.where(constant, 0.0, inf)
-    remainder = Interval(chosen.remainder.lo - unbounded, chosen.remainder.hi + unbounded)
-    return TaylorEnclosure(chosen.coefficients, remainder)
+    if not d.coefficients:  # no value at the reference point: no distance to the switch
+        inf = jnp.asarray(jnp.inf, chosen.dtype)
+        unbounded = jnp.where(constant, 0.0, inf)
+        remainder = Interval(chosen.remainder.lo - unbounded, chosen.remainder.hi + unbounded)
+        return TaylorEnclosure(chosen.coefficients, remainder)
+    jump = _switch_allowance(ctx, d, at_reference, cases, chosen)
+    zero = jnp.zeros((), chosen.dtype)
+    jump = Interval(jnp.where(constant, zero, jump.lo), jnp.where(constant, zero, jump.hi))
+    return TaylorEnclosure(chosen.coefficients, intervals.add(chosen.remainder, jump))
+
+
+def _switch_allowance(ctx, d: TaylorEnclosure, at_reference, cases, chosen) -> Interval:
+    """What a select whose predicate can flip adds to the chosen case's degree-``k`` remainder.
+
+    The select is ``chosen + [switched]·(other - chosen)``. With ``a = |d0| > 0`` and
+    ``W = sign(d0)·(d(t) - d0)/t`` (its range over ``T``: ``increment_range``), the predicate
+    can flip only where ``sign(d0)·d(t) = a + t·W <= 0``: at ``t >= a/(-W_lo)`` on the right
+    and ``|t| >= a/W_hi`` on the left. There ``|t| >= δ``, so the jump divided by ``t^k`` lies
+    in ``range(other - chosen)·[-1/δ^k, 1/δ^k]`` (``[0, 1/δ^k]`` for even ``k`` or one side
+    only): finite whenever the reference point is off the switching point (``d0 != 0``).
+    """
+    k, shape = ctx.degree, chosen.shape
+    eps = jnp.finfo(chosen.dtype).eps
+    d0 = jnp.broadcast_to(d.coefficients[0], shape)
+    slope = enclosures.increment_range(d, ctx)
+    if not isinstance(slope, Interval):
+        slope = intervals.point(slope)
+    slope = Interval(*(jnp.broadcast_to(e, shape) for e in slope))
+    positive = d0 > 0
+    w_lo = jnp.where(positive, slope.lo, -slope.hi)
+    w_hi = jnp.where(positive, slope.hi, -slope.lo)
+    a = jnp.abs(d0)
+
+    def distance(rate):
+        # a / rate, rounded down (8 eps); a = 0 (on the switch) or an undefined rate: 0.
+        with_rate = a / jnp.where(rate > 0, rate, jnp.ones_like(rate))
+        far = jnp.where(rate > 0, with_rate * (1 - 8 * eps), jnp.inf)
+        return jnp.where((a > 0) & ~jnp.isnan(rate), far, jnp.zeros_like(a))
+
+    t = ctx.trust_region
+    right, left = distance(-w_lo), distance(w_hi)
+
+    def inverse_power(delta, reach):
+        # 1/δ^k rounded up where the region reaches δ on this side, else 0 (no switch there).
+        reaches = (reach > 0) & (delta <= reach)
+        inverse = (1 / delta) ** k * (1 + 8 * (k + 1) * eps)
+        return jnp.where(reaches, inverse, jnp.zeros_like(inverse))
+
+    q_right = inverse_power(right, jnp.broadcast_to(t.hi, shape))
+    q_left = inverse_power(left, jnp.broadcast_to(-t.lo, shape))
+    if k % 2:
+        q = Interval(-q_left, q_right)
+    else:
+        q = Interval(jnp.zeros_like(q_right), jnp.maximum(q_right, q_left))
+    if_false, if_true = cases
+    difference = _subtract_values(
+        ctx, _as_enclosure(if_false, chosen), _as_enclosure(if_true, chosen)
+    )
+    spread = enclosures.range_over(difference, ctx)
+    spread = Interval(*(jnp.broadcast_to(e, shape) for e in spread))
+    other_minus_chosen = Interval(
+        jnp.where(at_reference, spread.lo, -spread.hi),
+        jnp.where(at_reference, spread.hi, -spread.lo),
+    )
+    jump = intervals.multiply(other_minus_chosen, q)
+    return Interval(jump.lo - 4 * eps * jnp.abs(jump.lo), jump.hi + 4 * eps * jnp.abs(jump.hi))
 
 
 def _comparison_rule(strict: bool, flip: bool, nonzero: bool = False, negated: bool = False):
