@@ -16,12 +16,15 @@ Against a 60-digit mpmath reference of the exact function:
 Example counts come from the hypothesis profile (conftest.py).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import mpmath
 import numpy as np
 import pytest
 from helpers import check_bounds
+from helpers import random_cases
 from helpers import rounded
 from hypothesis import example
 from hypothesis import given
@@ -395,3 +398,127 @@ def test_the_cross_entropy_enclosure_is_sound_on_and_beside_the_reference_point(
     hi = np.array([0.0, ulp, 0.0, 0.01 + 1e-3, 0.01, -0.02 + 1e-6])
     for f in (exact_linear, curved):
         check_bounds(f, x0, (lo, hi), 2, dtype, samples=16, check_taylor=False)
+
+
+# --------------------------------------------------------------------------- degree 1
+
+
+def _exact_secants(z0_row, v_row, ts):
+    """``(LSE(z_0 + t·V) - LSE(z_0))/t`` for one row (mpmath), written as
+    ``log Σ p_i e^{t·V_i} / t`` so that nothing cancels; ``-inf`` logits skipped."""
+    keep = [i for i, z in enumerate(z0_row) if np.isfinite(z)]
+    z0 = [mpmath.mpf(float(z0_row[i])) for i in keep]
+    v = [mpmath.mpf(float(v_row[i])) for i in keep]
+    top = max(z0)
+    weights = [mpmath.exp(z - top) for z in z0]
+    total = mpmath.fsum(weights)
+    p = [w / total for w in weights]
+    out = []
+    for t in ts:
+        t = mpmath.mpf(float(t))
+        out.append(
+            float(
+                mpmath.log(
+                    mpmath.fsum(pi * mpmath.exp(t * vi) for pi, vi in zip(p, v, strict=True))
+                )
+                / t
+            )
+        )
+    return np.array(out)
+
+
+SIDES = {"right": (True, False), "left": (False, True), "both": (True, True)}
+
+
+@functools.cache
+def _secant_bound(side):
+    has_hi, has_lo = SIDES[side]
+
+    @jax.jit
+    def bound(log_p, p, lo, hi, reach):
+        return logsumexp_line.secant_slope_range(
+            log_p,
+            p,
+            intervals.Interval(lo, hi),
+            reach if has_hi else None,
+            reach / 3 if has_lo else None,
+            AXES,
+        )
+
+    return bound
+
+
+@given(
+    line=lines(),
+    dtype=st.sampled_from([np.float64, np.float32]),
+    side=st.sampled_from(sorted(SIDES)),
+    box=st.sampled_from([0.0, 1e-3, 0.1, 1.0]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_secant_slope_range_holds_for_every_slope_in_the_box(line, dtype, side, box, seed):
+    """Degree 1: ``(LSE(z_0 + t·V) - LSE(z_0))/t`` lies in the range for every ``V`` in the box
+    (its corners and random points; ``box = 0`` is the exact-linear line) and ``t`` on each side
+    the region has, from ``T·1e-6`` to ``T``."""
+    z0, z1, reach = line
+    rng = np.random.default_rng(seed)
+    scale = box * np.abs(z1) + box * np.max(np.abs(z1))
+    lo = rounded(z1 - scale * rng.uniform(size=z1.shape), np.float32)
+    hi = rounded(z1 + scale * rng.uniform(size=z1.shape), np.float32)
+    log_p, p, _ = _line_inputs(z0, z1, dtype)
+    cast = lambda a: jnp.asarray(a, dtype)  # noqa: E731
+    got = _secant_bound(side)(log_p, p, cast(lo), cast(hi), cast(reach))
+    got_lo, got_hi = (np.asarray(e, np.float64) for e in got)
+    assert not np.any(np.isnan(got_lo) | np.isnan(got_hi))
+    has_hi, has_lo = SIDES[side]
+    ts = np.concatenate(
+        [
+            reach * REFERENCE_POINTS if has_hi else [],
+            -reach / 3 * REFERENCE_POINTS if has_lo else [],
+        ]
+    )
+    corners = rng.integers(0, 2, size=(3, *z1.shape)).astype(bool)
+    boxes = [lo, hi, *np.where(corners, hi, lo), lo + rng.uniform(size=z1.shape) * (hi - lo)]
+    eps = float(np.finfo(dtype).eps)
+    for row in range(ROWS):
+        z0_size = float(np.max(np.abs(z0[row][np.isfinite(z0[row])])))
+        for v in boxes:
+            exact = _exact_secants(z0[row], v[row], ts)
+            size = float(np.max(np.abs(v[row])))
+            tolerance = ROUNDING_UNITS * eps * (1 + z0_size) * size
+            context = f"row {row}, side {side}, reach {reach}, {np.dtype(dtype).name}"
+            assert np.all(exact >= got_lo[row] - tolerance), (exact.min(), got_lo[row], context)
+            assert np.all(exact <= got_hi[row] + tolerance), (exact.max(), got_hi[row], context)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_secant_slope_range_is_exact_on_an_exact_linear_line(dtype):
+    """One-sided and exact-linear: the range is ``[p·z_1, chord slope to T]``, the exact range
+    (the secant slope grows with ``t``), and it shrinks to ``p·z_1`` with ``T``."""
+    z0, z1 = LOGITS[:3, :], SLOPES[:3, :]
+    log_p, p, _ = _line_inputs(z0, z1, dtype)
+    for reach in (1e-5, 1e-3, 0.1, 3.0):
+        got = _secant_bound("right")(log_p, p, *(jnp.asarray(a, dtype) for a in (z1, z1, reach)))
+        rtol = 1e-9 if dtype == np.float64 else 2e-4
+        for row in range(3):
+            tangent = _exact_secants(z0[row], z1[row], [reach * 1e-12])[0]
+            chord = _exact_secants(z0[row], z1[row], [reach])[0]
+            scale = np.max(np.abs(z1[row]))
+            np.testing.assert_allclose(got[0][row], tangent, rtol=0, atol=rtol * scale)
+            np.testing.assert_allclose(got[1][row], chord, rtol=0, atol=rtol * scale)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_degree_one_cross_entropy_enclosure_is_sound(dtype):
+    """End to end (``taylor_bounds(f, 1)``): exact-linear and curved logits, one- and two-sided
+    regions of widths 1e-6 to 1, and regions on and beside the reference point."""
+    x0, region = random_cases(np.random.default_rng(4), 32, center=(-0.1, 0.1), widths=(1e-6, 1))
+    ulp = float(np.finfo(dtype).eps)
+    x0 = np.concatenate([x0, [0.0, 0.0, 0.01, -0.02]])
+    lo = np.concatenate([region[0], [0.0, -ulp, 0.01 - 1e-7, -0.02]])
+    hi = np.concatenate([region[1], [ulp, 0.0, 0.01, -0.02 + 1e-6]])
+    for f in (exact_linear, curved):
+        check_bounds(f, x0, (lo, hi), 1, dtype, samples=32)
+    # Sharp: on [0, T] with exact-linear logits the upper slope is the chord's.
+    bounds = check_bounds(exact_linear, [0.0], ([0.0], [1e-3]), 1, dtype)
+    chord = (exact_linear(np.float64(1e-3)) - exact_linear(np.float64(0.0))) / 1e-3
+    np.testing.assert_allclose(bounds.final_interval()[1], [chord], rtol=1e-3)

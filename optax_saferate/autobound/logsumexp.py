@@ -296,7 +296,12 @@ def enclose_logsumexp(z: TaylorEnclosure, axes: tuple[int, ...], ctx: Context) -
     v = enclosures.increment_range(z, ctx)
     v = intervals.sanitize(v) if isinstance(v, Interval) else intervals.point(v)
     if k == 1:
-        return TaylorEnclosure((value,), Interval(jnp.min(v.lo, axes), jnp.max(v.hi, axes)))
+        t = ctx.trust_region
+        log_p = z0 - jnp.expand_dims(value, axes)
+        reach_hi = None if enclosures.known_zero(t.hi) else jnp.maximum(t.hi, 0)
+        reach_lo = None if enclosures.known_zero(t.lo) else jnp.maximum(-t.lo, 0)
+        slope = logsumexp_line.secant_slope_range(log_p, p, v, reach_hi, reach_lo, axes)
+        return TaylorEnclosure((value,), slope)
     if k != 2:
         return _enclose_by_chain(z, axes, ctx)
     linear = (

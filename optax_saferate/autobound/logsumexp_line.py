@@ -311,3 +311,60 @@ def tilt_range(p: Array, v: intervals.Interval, reach_hi: Array, reach_lo: Array
     gain = jnp.where(jnp.isnan(gain), jnp.inf, gain)  # unbounded increments: inf - inf
     excess = jnp.minimum(_weighted(p, jnp.expm1(gain)), 1 - p)
     return jnp.minimum(_sum(excess, axes), 1)
+
+
+def secant_slope_range(
+    log_p: Array, p: Array, v: intervals.Interval, reach_hi, reach_lo, axes
+) -> intervals.Interval:
+    """The range of ``(LSE(z(t)) - LSE(z_0))/t`` over ``t != 0`` in ``[-reach_lo, reach_hi]``,
+    for ``z(t) = z_0 + t·V`` with ``V`` anywhere in the box ``v``: the degree-1 enclosure.
+
+    ``LSE`` is increasing in every argument and convex. For ``t > 0``,
+    ``LSE(z_0 + t·V) <= LSE(z_0 + t·V_hi) = LSE(z_0) + t·p·V_hi + N(t)`` with ``N`` the line's
+    convex remainder along ``d = V_hi - p·V_hi``, and ``N(t)/t`` grows with ``t`` (``N(0) = 0``);
+    below, the tangent gives ``p·V_lo``. For ``t < 0`` the same with the ends swapped. So
+
+        slope ∈ [p·V_lo - N_lo(reach_lo)/reach_lo, p·V_hi + N_hi(reach_hi)/reach_hi],
+
+    the exact range when ``z`` is exactly linear in ``t`` (``V_lo = V_hi``) and a side is
+    one-sided, and ``p·z_1`` as the region shrinks. The crude ``[min V_lo, max V_hi]`` (the
+    softmax weights can be anything) is the fallback and caps it.
+
+    Args:
+      log_p: ``log softmax(z_0)``; p: ``softmax(z_0)``.
+      v: the box of ``V`` (``increment_range`` of the logits).
+      reach_hi, reach_lo: ``max(T_hi, 0)`` and ``max(-T_lo, 0)``, or ``None`` for a side known
+        to be empty (the region ends at the reference point).
+      axes: the reduced axes.
+    """
+    axes = tuple(axes)
+    dtype = v.lo.dtype
+    eps = jnp.finfo(dtype).eps
+    classes = math.prod(v.lo.shape[a] for a in axes)
+    crude = intervals.Interval(jnp.min(v.lo, axes), jnp.max(v.hi, axes))
+    keep = lambda x: jnp.expand_dims(x, axes)  # noqa: E731
+
+    def side(ends: Array, reach, sign: float):
+        mean = _sum(_weighted(p, ends), axes)
+        if reach is None:
+            return mean
+        # d is finite where the box is; a class with p = 0 never matters (its d is set to 0).
+        d = jnp.where(p > 0, sign * (ends - keep(mean)), 0)
+        finite = jnp.all(jnp.isfinite(d), axes)
+        d = jnp.where(jnp.isfinite(d), d, 0)
+        reach = jnp.asarray(reach, dtype)
+        positive = reach > 0
+        safe_reach = jnp.where(positive, reach, jnp.ones_like(reach))
+        value, _ = _line_value(log_p, p, d, jnp.broadcast_to(safe_reach, log_p.shape), axes)
+        excess = jnp.where(positive, value / safe_reach, 0)
+        # Rounding: the centring (Σ p·d is 0 only up to the sum's rounding), the weights' sum
+        # (1 up to rounding: a relative error of the weights moves the average of e^{t·d} by
+        # eps·t·spread), N itself to a few ulps.
+        magnitude = _sum(_weighted(p, jnp.abs(ends)), axes) + jnp.max(jnp.abs(d), axes) + excess
+        allowance = 8 * (classes + 2) * eps * magnitude
+        bound = mean + sign * (excess + allowance)
+        return jnp.where(finite & ~jnp.isnan(bound), bound, sign * jnp.inf)
+
+    upper = side(v.hi, reach_hi, 1.0)
+    lower = side(v.lo, reach_lo, -1.0)
+    return intervals.Interval(jnp.maximum(lower, crude.lo), jnp.minimum(upper, crude.hi))
