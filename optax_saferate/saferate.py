@@ -103,9 +103,13 @@ NESTED_RUNGS = tuple(2.0 ** (-j / 2) for j in range(8, -1, -1))
 NESTED_GROWTH = 2.0**0.25
 
 
-def _rung_gains(h0: Array, slope: Array, curvature_hi: Array, rungs: Array):
+def _rung_gains(h0: Array, slope: Array, curvature_hi: Array, rungs: Array, secant_hi=None):
     """Per rung ``[0, T]``: the bound's step, whether it is usable, and its guaranteed decrease
-    (``-inf`` where unusable)."""
+    (``-inf`` where unusable).
+
+    ``secant_hi`` (per rung, or ``None``) is the upper end of the degree-1 enclosure's slope:
+    ``h(η) <= h(0) + secant_hi·η`` on ``[0, T]``, whose best step is ``T`` itself; the rung takes
+    whichever of the two bounds guarantees more."""
     finite = jnp.isfinite(h0) & jnp.isfinite(slope) & jnp.isfinite(curvature_hi)
     descent = finite & (slope < 0)
     etas = minimize_quadratic_bound(slope, curvature_hi, rungs)
@@ -116,7 +120,12 @@ def _rung_gains(h0: Array, slope: Array, curvature_hi: Array, rungs: Array):
     # step as tiny: refuse it and shrink.
     usable = descent & (etas > jnp.finfo(rungs.dtype).eps * rungs)
     gains = jnp.where(usable, -(slope * etas + curvature_hi * etas**2), -jnp.inf)
-    return etas, usable, gains
+    if secant_hi is None:
+        return etas, usable, gains
+    linear = jnp.isfinite(h0) & jnp.isfinite(secant_hi) & (secant_hi < 0) & (rungs > 0)
+    linear_gains = jnp.where(linear, -secant_hi * rungs, -jnp.inf)
+    better = linear_gains > gains
+    return jnp.where(better, rungs, etas), usable | linear, jnp.maximum(gains, linear_gains)
 
 
 def _best_rung(gains: Array, rungs: Array) -> Array:
@@ -135,23 +144,26 @@ def _refine_search(bound_over: Callable, rungs: Array):
     It finds the dense ladder's winner whenever the guaranteed decrease is unimodal along the
     ladder, which it is when ``c2_hi(T)`` grows with ``T``: the decrease grows with ``T`` while
     the step reaches the region's end and falls once the vertex lies inside. Returns the
-    evaluated rungs (each round's candidates) with their ``h0``, ``c1`` and ``[c2_lo, c2_hi]``.
+    evaluated rungs (each round's candidates) with their ``h0``, ``c1``, ``[c2_lo, c2_hi]`` and
+    the degree-1 slope bound (``inf`` when not computed).
     """
     last = rungs.shape[0] - 1
     coarse = np.unique(np.append(np.arange(0, last + 1, 4), last))
-    h0, slope, (lo, hi) = jax.vmap(bound_over)(rungs[coarse])
+    h0, slope, (lo, hi), secant = jax.vmap(bound_over)(rungs[coarse])
     h0, slope = h0[0], slope[0]
-    indices, curvature_lo, curvature_hi = jnp.asarray(coarse), lo, hi
-    centre = indices[_best_rung(_rung_gains(h0, slope, hi, rungs[coarse])[2], rungs[coarse])]
+    indices, curvature_lo, curvature_hi, secant_hi = jnp.asarray(coarse), lo, hi, secant
+    gains = _rung_gains(h0, slope, hi, rungs[coarse], secant_hi)[2]
+    centre = indices[_best_rung(gains, rungs[coarse])]
     for offset in (2, 1):
         candidates = jnp.clip(centre + jnp.asarray([-offset, offset]), 0, last)
-        _, _, (lo, hi) = jax.vmap(bound_over)(rungs[candidates])
+        _, _, (lo, hi), secant = jax.vmap(bound_over)(rungs[candidates])
         indices = jnp.concatenate([indices, candidates])
         curvature_lo = jnp.concatenate([curvature_lo, lo])
         curvature_hi = jnp.concatenate([curvature_hi, hi])
-        gains = _rung_gains(h0, slope, curvature_hi, rungs[indices])[2]
+        secant_hi = jnp.concatenate([secant_hi, secant])
+        gains = _rung_gains(h0, slope, curvature_hi, rungs[indices], secant_hi)[2]
         centre = indices[_best_rung(gains, rungs[indices])]
-    return rungs[indices], h0, slope, curvature_lo, curvature_hi
+    return rungs[indices], h0, slope, curvature_lo, curvature_hi, secant_hi
 
 
 def _check_value(value, dtype) -> Array:
@@ -207,6 +219,7 @@ def scale_by_saferate(
     trust_region: str = "refine",
     ladder: tuple[float, ...] = DEFAULT_LADDER,
     working_degree: int | None = None,
+    linear_bound: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Scale the incoming direction by the step size that minimises a bound of the loss.
 
@@ -264,6 +277,16 @@ def scale_by_saferate(
     * ``trust_region="halving"``: the rule of the paper: one region per update; ``η_max``
       doubles when ``η >= η_max / 2`` and halves when not, or when the bound is not finite.
 
+    **Two bounds per region.** With ``linear_bound=True`` (the default) each region also gets
+    the degree-1 enclosure ``h(η) <= h(0) + m_hi·η`` on ``[0, T]`` (``m_hi`` the upper end of
+    its slope interval), whose best step is ``T`` itself, and the region takes whichever bound
+    guarantees the larger decrease. On a smooth loss the quadratic one wins (it is the degree-1
+    bound's slope range that grows like ``2·c2·T``); at a kink it is the degree-1 one: a relu
+    unit that can cross its kink inside the region costs the quadratic bound ``V²/(4|u0|)`` (huge
+    for a unit close to it) and the degree-1 bound only its slope range ``|V|``. Over 100
+    full-batch steps it moves the 784-128-10 relu MLP from 0.458 to 0.283 and the CNN from 0.699
+    to 0.291 (docs/results.md), at one more (cheaper) bound pass per region.
+
     In all: if ``c1 >= 0`` (``s·u`` is not a descent direction), no step is taken and ``η_max``
     stays. A step ``η <= eps·T`` (``eps`` of the state's dtype) is not taken: at that scale the
     bound is useless, and such a step would move units sitting exactly on a relu kink to just
@@ -291,6 +314,9 @@ def scale_by_saferate(
         ``2^(j/2)``, ``j = -8..8``), one below and one above 1 (a tuple, so
         ``optax.inject_hyperparams`` leaves it static); the bound pass's region-dependent work
         is done once per rung.
+      linear_bound: also bound ``h`` by its degree-1 enclosure on each region and take the
+        bound that guarantees more (a Python bool; ``False`` is the quadratic bound alone, the
+        paper's rule).
       working_degree: the degree of the enclosures the bound pass carries through the smooth
         part of the loss before lowering them to degree 2 (``taylor_bounds``'
         ``working_degree``; a Python int >= 2, and with ``optax.inject_hyperparams`` list it in
@@ -301,8 +327,8 @@ def scale_by_saferate(
         and gets the degree-2 bound at the degree-2 cost. 2 is the plain degree-2 pass.
 
     Raises:
-      ValueError: an unknown ``trust_region`` rule, an invalid ``ladder`` or
-        ``working_degree``.
+      ValueError: an unknown ``trust_region`` rule, an invalid ``ladder``, ``working_degree``
+        or ``linear_bound``.
       TypeError: (from ``update``) ``value_fn`` is missing or does not return a scalar float.
 
     Returns:
@@ -337,6 +363,12 @@ def scale_by_saferate(
         raise ValueError(
             f"working_degree must be a Python int >= 2 (or None for {DEFAULT_WORKING_DEGREE}), got "
             f"{working_degree!r}; with optax.inject_hyperparams list it in static_args"
+        )
+
+    if not isinstance(linear_bound, bool):
+        raise ValueError(
+            f"linear_bound must be a Python bool, got {linear_bound!r}; with "
+            "optax.inject_hyperparams list it in static_args"
         )
 
     def init_fn(params) -> SafeRateState:
@@ -389,30 +421,40 @@ def scale_by_saferate(
         def bound_over(region_end, working_end=None):
             bound = taylor_bounds(along_direction, 2, working_degree=working_degree)
             working = None if working_end is None else (origin, working_end)
-            return bound(origin, (origin, region_end), working).coefficients
+            h0, slope, curvature = bound(origin, (origin, region_end), working).coefficients
+            if not linear_bound:
+                return h0, slope, curvature, jnp.full_like(slope, jnp.inf)
+            # The degree-1 pass: its slope interval pays no 1/|u0| kink terms (issue 12).
+            _, (_, secant_hi) = taylor_bounds(along_direction, 1)(
+                origin, (origin, region_end)
+            ).coefficients
+            return h0, slope, curvature, secant_hi
 
         if trust_region == "nested":
             rungs = max_lr * jnp.asarray(NESTED_RUNGS, dtype)
             # The working region is η_max for every rung: the walk up to the lowering point does
             # not depend on the rung and is done once under vmap.
-            h0, slope, (curvature_lo, curvature_hi) = jax.vmap(lambda r: bound_over(r, max_lr))(
-                rungs
-            )
+            h0, slope, (curvature_lo, curvature_hi), secant_hi = jax.vmap(
+                lambda r: bound_over(r, max_lr)
+            )(rungs)
             h0, slope = h0[0], slope[0]
         elif trust_region == "ladder":
             rungs = max_lr * jnp.asarray(multipliers, dtype)
             # vmap over the regions only: what does not depend on T is computed once.
-            h0, slope, (curvature_lo, curvature_hi) = jax.vmap(bound_over)(rungs)
+            h0, slope, (curvature_lo, curvature_hi), secant_hi = jax.vmap(bound_over)(rungs)
             h0, slope = h0[0], slope[0]
         elif trust_region == "refine":
-            rungs, h0, slope, curvature_lo, curvature_hi = _refine_search(
+            rungs, h0, slope, curvature_lo, curvature_hi, secant_hi = _refine_search(
                 bound_over, max_lr * jnp.asarray(multipliers, dtype)
             )
         else:
             rungs = max_lr[None]
-            h0, slope, (curvature_lo, curvature_hi) = bound_over(max_lr)
+            h0, slope, (curvature_lo, curvature_hi), secant_hi = bound_over(max_lr)
             curvature_lo, curvature_hi = curvature_lo[None], curvature_hi[None]
-        etas, usable, gains = _rung_gains(h0, slope, curvature_hi, rungs)
+            secant_hi = secant_hi[None]
+        etas, usable, gains = _rung_gains(
+            h0, slope, curvature_hi, rungs, secant_hi if linear_bound else None
+        )
         best = _best_rung(gains, rungs)
         eta = jnp.where(usable[best], etas[best], zero)
         region = rungs[best]
@@ -445,7 +487,7 @@ def scale_by_saferate(
             grow = took_step & (eta >= max_lr / 2)
             new_max = jnp.where(grow, 2 * max_lr, jnp.where(keep, max_lr, max_lr / 2))
         new_max = jnp.maximum(new_max, jnp.asarray(min_max_learning_rate, dtype))
-        predicted = jnp.where(took_step, -(slope * eta + curvature_hi * eta**2), zero)
+        predicted = jnp.where(took_step, gains[best], zero)
         undecided = state.direction_sign == 0
         decided_sign = jnp.where(slope > 0, -sign, sign)
         direction_sign = jnp.where(
@@ -479,6 +521,7 @@ def saferate(
     trust_region: str = "refine",
     ladder: tuple[float, ...] = DEFAULT_LADDER,
     working_degree: int | None = None,
+    linear_bound: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
     """``optax.chain(base_optimizer, scale_by_saferate(...))``.
 
@@ -494,6 +537,7 @@ def saferate(
       trust_region: see :func:`scale_by_saferate`.
       ladder: see :func:`scale_by_saferate`.
       working_degree: see :func:`scale_by_saferate`.
+      linear_bound: see :func:`scale_by_saferate`.
 
     Returns:
       The chained transformation; call ``update(grads, state, params, value_fn=loss_fn)``.
@@ -518,5 +562,6 @@ def saferate(
             trust_region,
             ladder,
             working_degree,
+            linear_bound,
         ),
     )
