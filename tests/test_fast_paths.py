@@ -186,7 +186,7 @@ def test_from_zero_contraction_is_exact_and_never_nan():
     ],
 )
 def test_batched_dot_general_equals_separate_dots(x_shape, y_shape, dimension_numbers):
-    from optax_saferate.autobound import rules
+    from optax_saferate.autobound.rules import bilinear
 
     rng = np.random.default_rng(2)
     x = jnp.asarray(rng.normal(size=x_shape))
@@ -197,7 +197,7 @@ def test_batched_dot_general_equals_separate_dots(x_shape, y_shape, dimension_nu
         preferred_element_type=jnp.float64,
         out_sharding=None,
     )
-    many = rules._dot_general_many(params)(x, ys)
+    many = bilinear._dot_general_many(params)(x, ys)
     for y, out in zip(ys, many, strict=True):
         expected = jax.lax.dot_general(x, y, dimension_numbers, preferred_element_type=jnp.float64)
         np.testing.assert_allclose(out, expected, rtol=1e-12)

@@ -20,8 +20,11 @@ from optax_saferate.autobound import intervals
 from optax_saferate.autobound import kinks
 from optax_saferate.autobound import logsumexp
 from optax_saferate.autobound import named_functions
+from optax_saferate.autobound import polynomial_bounds
 from optax_saferate.autobound import rules
 from optax_saferate.autobound import smooth_functions
+from optax_saferate.autobound import vector_inputs
+from optax_saferate.autobound import walk
 
 # The module, not the function of the same name that the package re-exports.
 integrate_module = importlib.import_module("optax_saferate.autobound.integrate")
@@ -164,6 +167,9 @@ def test_integer_and_python_reference_points():
         ab,
         integrate_module,
         interpreter,
+        walk,
+        vector_inputs,
+        polynomial_bounds,
         named_functions,
         elementwise,
         smooth_functions,

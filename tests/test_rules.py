@@ -22,7 +22,7 @@ from jax import lax
 from jax.extend.core import primitives as P
 
 from optax_saferate import autobound as ab
-from optax_saferate.autobound import interpreter
+from optax_saferate.autobound import walk
 from optax_saferate.autobound.enclosures import Context
 from optax_saferate.autobound.intervals import Interval
 
@@ -283,7 +283,7 @@ def test_a_flipping_where_has_the_hull_of_its_cases_as_plain_range():
     # The degree-0 pass itself: x in [0, 1] straddles 0.3, so the select is hull(sin, cos).
     closed = jax.make_jaxpr(lambda x: jnp.where(x > 0.3, jnp.sin(x), jnp.cos(x)))(0.5)
     ctx = Context(Interval(np.float64(-0.5), np.float64(0.5)), 0)
-    out, _ = interpreter._run(closed, np.float64(0.5), ctx, interpreter._no_ranges)
+    out, _ = walk._run(closed, np.float64(0.5), ctx, walk._no_ranges)
     np.testing.assert_allclose(out.remainder, [0.0, 1.0], atol=1e-12)
 
 

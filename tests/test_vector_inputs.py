@@ -116,7 +116,7 @@ def test_any_vector_length(n, seed, degree):
 def test_the_centred_form_narrows_the_plain_derivative_range():
     """The remainder is the plain interval range of ``D^k f`` over the box intersected with the
     centred form ``D^k f(x0) + D^{k+1} f(box)·(box - x0)``: never wider, here narrower."""
-    from optax_saferate.autobound import interpreter
+    from optax_saferate.autobound import vector_inputs
     from optax_saferate.autobound.enclosures import Context
     from optax_saferate.autobound.intervals import Interval
 
@@ -125,7 +125,7 @@ def test_the_centred_form_narrows_the_plain_derivative_range():
     lo, hi = x0 - 0.05, x0 + 0.05
     bounds = ab.taylor_bounds(f, 1)(x0, (lo, hi))
     ctx = Context(Interval(lo - x0, hi - x0), 0)
-    plain = interpreter._range_over_box(jax.jacfwd(f), x0, ctx)
+    plain = vector_inputs._range_over_box(jax.jacfwd(f), x0, ctx)
     r_lo, r_hi = bounds.coefficients[-1]
     assert np.all(np.asarray(r_lo) >= np.asarray(plain.lo))
     assert np.all(np.asarray(r_hi) <= np.asarray(plain.hi))

@@ -10,11 +10,11 @@ from optax_saferate.autobound.elementwise import ElementwiseFunction
 from optax_saferate.autobound.enclosures import TaylorEnclosure
 from optax_saferate.autobound.integrate import IntegralBounds
 from optax_saferate.autobound.integrate import integrate
-from optax_saferate.autobound.interpreter import TaylorBounds
 from optax_saferate.autobound.interpreter import taylor_bounds
 from optax_saferate.autobound.intervals import Interval
 from optax_saferate.autobound.named_functions import register_elementwise
 from optax_saferate.autobound.named_functions import register_primitive
+from optax_saferate.autobound.polynomial_bounds import TaylorBounds
 
 __all__ = (
     "ElementwiseFunction",

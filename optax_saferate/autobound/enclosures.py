@@ -15,7 +15,8 @@ Terms of degree above ``k`` are *folded* into the degree-``k`` interval using in
 ``T``: ``c·t^n = (c·t^{n-k})·t^k ∈ (c·T^{n-k})·t^k``.
 
 Constants (values that do not depend on ``t``) are plain arrays and never wrapped; operations
-between an enclosure and a constant are handled by the callers (``rules.py``) cheaply and exactly.
+between an enclosure and a constant are handled by the callers (the ``rules`` package) cheaply
+and exactly.
 """
 
 from __future__ import annotations
