@@ -169,7 +169,7 @@ def jensen_gap(
         return JensenBounds(0.0, 0.0, 0.0, 0.0, degree, used, None, None)
     with jax.enable_x64(True):
         region = (_widened(a, mean, -math.inf), _widened(b, mean, math.inf))
-        enclosure = _enclosure_bounder(f, degree)(jnp.float64(mean), region)
+        enclosure = taylor_bounds(f, degree)(jnp.float64(mean), region)
         lower, upper, moment_bound = _sharp(enclosure, used, alpha, beta, degree)
         classical = _classical(f, a, b, used[0] if used else None, alpha * beta)
     return JensenBounds(lower, upper, *classical, degree, used, moment_bound, enclosure)
@@ -227,11 +227,6 @@ def _moment_range(full: tuple[float, ...], j: int, alpha: float, beta: float):
 def _times(x: float, y: float) -> float:
     """``x·y`` with ``0·inf = 0``: an infinite remainder end means "any finite value"."""
     return 0.0 if x == 0 or y == 0 else x * y
-
-
-@functools.lru_cache(maxsize=32)
-def _enclosure_bounder(f: Callable, degree: int):
-    return jax.jit(taylor_bounds(f, degree))
 
 
 def _sharp(enclosure: TaylorBounds, moments, alpha: float, beta: float, k: int):
