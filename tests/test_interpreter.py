@@ -220,3 +220,16 @@ def test_a_traced_bad_region_gives_the_whole_line_and_a_good_one_is_unchanged():
         eager = jax.tree.leaves(ab.taylor_bounds(jnp.exp, 2)(x0, (a, b)).coefficients)
         np.testing.assert_allclose(traced, eager, rtol=1e-6)
         assert np.all(np.isfinite(traced))
+
+
+def test_the_derivative_of_a_named_function_is_walked_into():
+    # jax.grad(jax.nn.softplus) leaves a `jit[name=softplus]` with three outputs (the value and
+    # its linearisation); the named softplus rule gives one, which failed the walk's zip.
+    for order in (1, 2):
+        derivative = jax.nn.softplus
+        for _ in range(order):
+            derivative = jax.grad(derivative)
+        bounds = ab.taylor_bounds(derivative, 2)(0.3, (-1.0, 2.0))
+        for x in np.linspace(-1.0, 2.0, 13):
+            value = float(derivative(x))
+            assert float(bounds.lower(x)) <= value <= float(bounds.upper(x))

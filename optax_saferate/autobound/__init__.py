@@ -12,6 +12,8 @@ from optax_saferate.autobound.integrate import IntegralBounds
 from optax_saferate.autobound.integrate import integrate
 from optax_saferate.autobound.interpreter import taylor_bounds
 from optax_saferate.autobound.intervals import Interval
+from optax_saferate.autobound.jensen import JensenBounds
+from optax_saferate.autobound.jensen import jensen_gap
 from optax_saferate.autobound.named_functions import register_elementwise
 from optax_saferate.autobound.named_functions import register_primitive
 from optax_saferate.autobound.polynomial_bounds import TaylorBounds
@@ -20,9 +22,11 @@ __all__ = (
     "ElementwiseFunction",
     "IntegralBounds",
     "Interval",
+    "JensenBounds",
     "TaylorBounds",
     "TaylorEnclosure",
     "integrate",
+    "jensen_gap",
     "register_elementwise",
     "register_primitive",
     "taylor_bounds",

@@ -127,7 +127,7 @@ def _lower_if_kinked(eqn, inputs, env) -> bool:
     if all(rules.is_constant(x) for x in inputs):
         return False
     name = _call_name(eqn)
-    if name in NAMED_FUNCTIONS:
+    if name in NAMED_FUNCTIONS and len(eqn.outvars) == 1:
         kinked = name in _KINKED_NAMED
     elif any(key in eqn.params for key in _CALL_PARAMS):
         kinked = False  # walked into: its own equations decide
@@ -185,7 +185,14 @@ def _apply_rule(eqn, inputs, env, ctx):
             for x in inputs
         ]
     name = _call_name(eqn)
-    if name in NAMED_FUNCTIONS and len(inputs) >= 1 and isinstance(inputs[0], TaylorEnclosure):
+    # A named call with several outputs is not the function its name says: jax.grad of
+    # jax.nn.softplus leaves a `jit[name=softplus]` returning the value and its linearisation.
+    if (
+        name in NAMED_FUNCTIONS
+        and len(eqn.outvars) == 1
+        and len(inputs) >= 1
+        and isinstance(inputs[0], TaylorEnclosure)
+    ):
         recognised = NAMED_FUNCTIONS[name](env, ctx, eqn, inputs)
         if recognised is not None:
             return recognised
