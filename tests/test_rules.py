@@ -737,4 +737,8 @@ def test_not_equal_and_constant_branches():
     np.testing.assert_array_equal(bounds.coefficients[0], [2.0, 2.0])
     lo, hi = bounds.final_interval()
     assert lo[0] == hi[0] == 0.0
-    assert np.isneginf(lo[1]) and np.isposinf(hi[1])
+    # The step to 1 happens 0.3 away: the jump -1 over t² is at least -1/0.3², at most 0.
+    np.testing.assert_allclose(lo[1], -1 / 0.09, rtol=1e-6)
+    assert hi[1] == 0.0
+    kinks = np.array([[0.5, np.nextafter(0.5, 0.0), np.nextafter(0.5, 1.0)]])
+    check_bounds(step, [0.2], ([0.0], [1.0]), 2, jit=JIT, extra_points=kinks, check_taylor=False)
