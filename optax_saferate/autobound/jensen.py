@@ -11,9 +11,10 @@ Even ``k``: ``t^k >= 0``, so ``E[R·t^k] ∈ [lo, hi]·m_k``. Odd ``k``: split `
 t_-^k`` with ``P = E t_+^k >= 0`` and ``N = E t_-^k >= 0``; then ``E[R·t^k] ∈ [lo·P - hi·N,
 hi·P - lo·N]``. Since ``k - 1`` is even and ``t_+/β + t_-/α <= 1`` on ``[-α, β]`` (the chord
 of ``|t|``), ``P/β + N/α <= m_{k-1}``; with ``P - N = m_k`` this gives ``N <= α(β·m_{k-1} -
-m_k)/(α + β)`` (the bound is attained by two-point laws on ``{a, b}``), and the two ends are
-``lo·m_k - (hi - lo)·N_max`` and ``hi·m_k + (hi - lo)·N_max``. Degree 1 is the case ``m_1 = 0``,
-``m_0 = 1``: ``N_max = αβ/(α + β)`` bounds the mean absolute deviation.
+m_k)/(α + β)`` (an equality for laws on ``{a, μ, b}``); the ends, ``lo·m_k - (hi - lo)·N`` and
+``hi·m_k + (hi - lo)·N`` along ``P - N = m_k``, move outward with ``N``, so they are taken at
+``N_max``. Degree 1 is the case ``m_1 = 0``, ``m_0 = 1``: ``N_max = αβ/(α + β)`` bounds
+``E t_-``, half the mean absolute deviation.
 
 A moment ``m_k`` that is not given is bounded from the lower ones:
 ``E[t^{k-2}(β - t)(α + t)] >= 0`` for even ``k`` gives ``m_k <= αβ·m_{k-2} + (β - α)·m_{k-1}``
