@@ -452,9 +452,8 @@ def scale_by_saferate(
             h0, slope, (curvature_lo, curvature_hi), secant_hi = bound_over(max_lr)
             curvature_lo, curvature_hi = curvature_lo[None], curvature_hi[None]
             secant_hi = secant_hi[None]
-        etas, usable, gains = _rung_gains(
-            h0, slope, curvature_hi, rungs, secant_hi if linear_bound else None
-        )
+        # Without linear_bound the secant bound is +inf: it never wins a rung.
+        etas, usable, gains = _rung_gains(h0, slope, curvature_hi, rungs, secant_hi)
         best = _best_rung(gains, rungs)
         eta = jnp.where(usable[best], etas[best], zero)
         region = rungs[best]

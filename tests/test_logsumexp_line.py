@@ -47,17 +47,22 @@ ROUNDING_UNITS = 64
 UNDERFLOW_UNITS = 64
 
 
+def _exact_softmax(z0_row, slope_row):
+    """``softmax(z_0)`` of one row and the slopes of its classes (mpmath), skipping the classes
+    whose logit is ``-inf`` (probability 0)."""
+    keep = [i for i, z in enumerate(z0_row) if np.isfinite(z)]
+    z0 = [mpmath.mpf(float(z0_row[i])) for i in keep]
+    top = max(z0)
+    weights = [mpmath.exp(z - top) for z in z0]
+    total = mpmath.fsum(weights)
+    return [w / total for w in weights], [mpmath.mpf(float(slope_row[i])) for i in keep]
+
+
 def _exact_remainders(z0_row, z1_row, reaches):
     """``N(t)/t²`` for one row at each ``t`` in ``reaches`` (mpmath), skipping -inf logits,
     and its sensitivity to the rounding of the slope: ``Σ_i |q_i(t) - p_i|·|z_1|_max / t``
     (``∂N/∂d_i = t·q_i(t)``, and the centring moves every ``d_i`` by the same amount)."""
-    keep = [i for i, z in enumerate(z0_row) if np.isfinite(z)]
-    z0 = [mpmath.mpf(float(z0_row[i])) for i in keep]
-    z1 = [mpmath.mpf(float(z1_row[i])) for i in keep]
-    top = max(z0)
-    weights = [mpmath.exp(z - top) for z in z0]
-    total = mpmath.fsum(weights)
-    p = [w / total for w in weights]
+    p, z1 = _exact_softmax(z0_row, z1_row)
     mean = mpmath.fsum(pi * d for pi, d in zip(p, z1, strict=True))
     d = [z - mean for z in z1]
     slope_size = max(abs(z) for z in z1)
@@ -406,13 +411,7 @@ def test_the_cross_entropy_enclosure_is_sound_on_and_beside_the_reference_point(
 def _exact_secants(z0_row, v_row, ts):
     """``(LSE(z_0 + t·V) - LSE(z_0))/t`` for one row (mpmath), written as
     ``log Σ p_i e^{t·V_i} / t`` so that nothing cancels; ``-inf`` logits skipped."""
-    keep = [i for i, z in enumerate(z0_row) if np.isfinite(z)]
-    z0 = [mpmath.mpf(float(z0_row[i])) for i in keep]
-    v = [mpmath.mpf(float(v_row[i])) for i in keep]
-    top = max(z0)
-    weights = [mpmath.exp(z - top) for z in z0]
-    total = mpmath.fsum(weights)
-    p = [w / total for w in weights]
+    p, v = _exact_softmax(z0_row, v_row)
     out = []
     for t in ts:
         t = mpmath.mpf(float(t))
