@@ -115,3 +115,15 @@ def test_mm_vs_lbfgs_prints_every_problem_and_method():
     assert len(rows) == 3 * len(problems)
     mm_rows = [row for row in rows if row[1] == "MM (this library)"]
     assert all(row[2] != "-" for row in mm_rows)
+
+
+def test_integration_cells_quick_contains_the_reference_and_adapts_to_the_bump():
+    output = run_script("integration_cells.py", "--quick")
+    rows = table_rows(output, "1.5 e^(3x)") + table_rows(output, "exp(-((x - 0.3)/0.05)²)")
+    assert len(rows) == 4, output  # two integrands, degrees 2 and 4
+    for row in rows:
+        assert row[-1] == "yes, yes", row  # both intervals contain mpmath.quad's value
+        assert row[3].isdigit() and row[4].isdigit(), row  # both reached the width
+    for row in rows:
+        if row[0].startswith("exp("):  # a localised bump: fewer adaptive cells than uniform
+            assert int(row[3]) < int(row[4]), row
