@@ -338,16 +338,18 @@ def scale_by_saferate(
       are passed on to it, the others are ignored.
 
     Example:
-      >>> import jax.numpy as jnp, optax
+      >>> import jax, jax.numpy as jnp, optax
       >>> import optax_saferate as osr
       >>> loss = lambda p: jnp.sum((p - 3.0) ** 2)
       >>> tx = optax.chain(optax.scale_by_adam(), osr.scale_by_saferate())  # uphill input
+      >>> @jax.jit  # one compiled step; an un-jitted update re-traces the bound every call
+      ... def step(params, state):
+      ...     updates, state = tx.update(jax.grad(loss)(params), state, params, value_fn=loss)
+      ...     return optax.apply_updates(params, updates), state
       >>> params = jnp.zeros(2)
       >>> state = tx.init(params)
       >>> for _ in range(20):
-      ...     grads = jax.grad(loss)(params)
-      ...     updates, state = tx.update(grads, state, params, value_fn=loss)
-      ...     params = optax.apply_updates(params, updates)
+      ...     params, state = step(params, state)
       >>> bool(loss(params) < 1e-3)
       True
 

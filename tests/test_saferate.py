@@ -57,9 +57,14 @@ def test_accepts_and_ignores_unknown_extra_args():
     tx = osr.saferate(optax.sgd(1.0))
     params = jnp.ones(3)
     state = tx.init(params)
-    updates, _ = tx.update(
-        jax.grad(loss)(params), state, params, value_fn=loss, some_unknown_arg=object(), grad=None
-    )
+    unknown = object()  # not an array: it reaches update as a Python object, jit or not
+
+    @jax.jit
+    def update(params, state):
+        grads = jax.grad(loss)(params)
+        return tx.update(grads, state, params, value_fn=loss, some_unknown_arg=unknown, grad=None)
+
+    updates, _ = update(params, state)
     assert float(loss(params + updates)) < float(loss(params))
 
 
@@ -73,10 +78,15 @@ def test_passes_extra_args_that_value_fn_accepts():
     tx = osr.saferate(optax.adam(1.0))
     params = jnp.zeros(3)
     state = tx.init(params)
+
+    @jax.jit
+    def step(params, state, batch):
+        grads = jax.grad(loss)(params, batch)
+        updates, state = tx.update(grads, state, params, value_fn=loss, batch=batch, ignored=1)
+        return optax.apply_updates(params, updates), state
+
     for _ in range(100):
-        grads = jax.grad(loss)(params, (x, y))
-        updates, state = tx.update(grads, state, params, value_fn=loss, batch=(x, y), ignored=1)
-        params = optax.apply_updates(params, updates)
+        params, state = step(params, state, (x, y))
     assert float(loss(params, (x, y))) < 1e-2
 
 
