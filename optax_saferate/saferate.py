@@ -22,6 +22,7 @@ import numpy as np
 import optax
 from jax import Array
 
+from optax_saferate.autobound import kink_report
 from optax_saferate.autobound import taylor_bounds
 
 
@@ -219,7 +220,7 @@ def scale_by_saferate(
     trust_region: str = "refine",
     ladder: tuple[float, ...] = DEFAULT_LADDER,
     working_degree: int | None = None,
-    linear_bound: bool = True,
+    linear_bound: bool | str = "auto",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Scale the incoming direction by the step size that minimises a bound of the loss.
 
@@ -277,15 +278,19 @@ def scale_by_saferate(
     * ``trust_region="halving"``: the rule of the paper: one region per update; ``η_max``
       doubles when ``η >= η_max / 2`` and halves when not, or when the bound is not finite.
 
-    **Two bounds per region.** With ``linear_bound=True`` (the default) each region also gets
-    the degree-1 enclosure ``h(η) <= h(0) + m_hi·η`` on ``[0, T]`` (``m_hi`` the upper end of
-    its slope interval), whose best step is ``T`` itself, and the region takes whichever bound
-    guarantees the larger decrease. On a smooth loss the quadratic one wins (it is the degree-1
-    bound's slope range that grows like ``2·c2·T``); at a kink it is the degree-1 one: a relu
-    unit that can cross its kink inside the region costs the quadratic bound ``V²/(4|u0|)`` (huge
-    for a unit close to it) and the degree-1 bound only its slope range ``|V|``. Over 100
-    full-batch steps it moves the 784-128-10 relu MLP from 0.458 to 0.283 and the CNN from 0.699
-    to 0.291 (docs/results.md), at one more (cheaper) bound pass per region.
+    **Two bounds per region where the loss has kinks.** With ``linear_bound="auto"`` (the
+    default) each region of a loss whose bound meets a kink (relu and the rules built on it,
+    ``max``, pooling, ``where`` on the input: :func:`~optax_saferate.autobound.kink_report`,
+    decided once while tracing) also gets the degree-1 enclosure ``h(η) <= h(0) + m_hi·η`` on
+    ``[0, T]`` (``m_hi`` the upper end of its slope interval), whose best step is ``T`` itself,
+    and the region takes whichever bound guarantees the larger decrease. On a smooth loss the
+    quadratic one wins (the degree-1 bound's slope range grows like ``2·c2·T``); at a kink it
+    is the degree-1 one: a relu unit that can cross its kink inside the region costs the
+    quadratic bound ``V²/(4|u0|)`` (huge for a unit close to it) and the degree-1 bound only its
+    slope range ``|V|``. Over 100 full-batch steps it moves the 784-128-10 relu MLP from 0.458
+    to 0.283 and the CNN from 0.699 to 0.291 (docs/results.md), at one more bound pass per
+    region. A smooth loss skips that
+    pass, which never won there (``linear_bound=True`` forces it, ``False`` turns it off).
 
     In all: if ``c1 >= 0`` (``s·u`` is not a descent direction), no step is taken and ``η_max``
     stays. A step ``η <= eps·T`` (``eps`` of the state's dtype) is not taken: at that scale the
@@ -315,8 +320,8 @@ def scale_by_saferate(
         ``optax.inject_hyperparams`` leaves it static); the bound pass's region-dependent work
         is done once per rung.
       linear_bound: also bound ``h`` by its degree-1 enclosure on each region and take the
-        bound that guarantees more (a Python bool; ``False`` is the quadratic bound alone, the
-        paper's rule).
+        bound that guarantees more: ``"auto"`` where the quadratic bound met a kink, ``True``
+        always, ``False`` never (the quadratic bound alone, the paper's rule).
       working_degree: the degree of the enclosures the bound pass carries through the smooth
         part of the loss before lowering them to degree 2 (``taylor_bounds``'
         ``working_degree``; a Python int >= 2, and with ``optax.inject_hyperparams`` list it in
@@ -367,9 +372,9 @@ def scale_by_saferate(
             f"{working_degree!r}; with optax.inject_hyperparams list it in static_args"
         )
 
-    if not isinstance(linear_bound, bool):
+    if not (isinstance(linear_bound, bool) or linear_bound == "auto"):
         raise ValueError(
-            f"linear_bound must be a Python bool, got {linear_bound!r}; with "
+            f'linear_bound must be "auto", True or False, got {linear_bound!r}; with '
             "optax.inject_hyperparams list it in static_args"
         )
 
@@ -423,8 +428,9 @@ def scale_by_saferate(
         def bound_over(region_end, working_end=None):
             bound = taylor_bounds(along_direction, 2, working_degree=working_degree)
             working = None if working_end is None else (origin, working_end)
-            h0, slope, curvature = bound(origin, (origin, region_end), working).coefficients
-            if not linear_bound:
+            with kink_report() as kinks:
+                h0, slope, curvature = bound(origin, (origin, region_end), working).coefficients
+            if not linear_bound or (linear_bound == "auto" and not kinks.found):
                 return h0, slope, curvature, jnp.full_like(slope, jnp.inf)
             # The degree-1 pass: its slope interval pays no 1/|u0| kink terms (issue 12).
             _, (_, secant_hi) = taylor_bounds(along_direction, 1)(
@@ -522,7 +528,7 @@ def saferate(
     trust_region: str = "refine",
     ladder: tuple[float, ...] = DEFAULT_LADDER,
     working_degree: int | None = None,
-    linear_bound: bool = True,
+    linear_bound: bool | str = "auto",
 ) -> optax.GradientTransformationExtraArgs:
     """``optax.chain(base_optimizer, scale_by_saferate(...))``.
 

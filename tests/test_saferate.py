@@ -489,8 +489,9 @@ def test_bad_options_and_non_scalar_losses_raise_clear_errors():
 
 
 def test_linear_bound_option_is_validated():
-    with pytest.raises(ValueError, match="linear_bound must be a Python bool"):
-        osr.scale_by_saferate(linear_bound=1)
+    for wrong in (1, "always", None):
+        with pytest.raises(ValueError, match='linear_bound must be "auto", True or False'):
+            osr.scale_by_saferate(linear_bound=wrong)
 
 
 def test_rung_gains_take_whichever_bound_guarantees_more():
@@ -513,13 +514,31 @@ def test_linear_bound_takes_far_larger_safe_steps_on_a_relu_net():
     bound pays only the slope range of the units that can cross. Same relu MLP, same steps:
     the loss never goes up either way and ends far lower with the linear bound."""
     loss, params = _mlp_problem(1, 2, 32, "relu", "ce", jnp.float32, n=256, d=16)
-    finals = {}
-    for linear in (True, False):
+    runs = {}
+    for linear in (True, False, "auto"):
         tx = osr.saferate(optax.adam(1.0), linear_bound=linear)
         _, state, values = _run(tx, loss, params, 30)
         assert np.all(np.diff(values) <= 8 * np.finfo(np.float32).eps * np.abs(values[:-1]))
-        finals[linear] = values[-1]
-    assert finals[True] < 0.85 * finals[False], finals  # measured: 0.545 against 0.764
+        runs[linear] = values
+    assert runs[True][-1] < 0.85 * runs[False][-1], runs  # measured: 0.545 against 0.764
+    np.testing.assert_array_equal(runs["auto"], runs[True])  # the relu is a kink: both bounds
+
+
+def test_auto_linear_bound_skips_the_degree_one_pass_on_a_smooth_loss():
+    """No kink in the bound (softplus, cross-entropy through the sharp log-sum-exp rule): the
+    "auto" step is the quadratic-only step, to the last bit, and its program is smaller."""
+    loss, params = _mlp_problem(3, 1, 8, "softplus", "ce", jnp.float32)
+    runs, sizes = {}, {}
+    for linear in (False, "auto", True):
+        tx = osr.saferate(optax.adam(1.0), linear_bound=linear)
+        runs[linear] = _run(tx, loss, params, 5)[2]
+
+        def update(params, state, tx=tx):
+            return tx.update(jax.grad(loss)(params), state, params, value_fn=loss)
+
+        sizes[linear] = len(jax.make_jaxpr(update)(params, tx.init(params)).jaxpr.eqns)
+    np.testing.assert_array_equal(runs["auto"], runs[False])
+    assert sizes["auto"] == sizes[False] < sizes[True], sizes
 
 
 def test_dead_rows_on_the_relu_kink_do_not_stall_training():

@@ -14,6 +14,8 @@ from optax_saferate.autobound.interpreter import taylor_bounds
 from optax_saferate.autobound.intervals import Interval
 from optax_saferate.autobound.jensen import JensenBounds
 from optax_saferate.autobound.jensen import jensen_gap
+from optax_saferate.autobound.kink_report import KinkReport
+from optax_saferate.autobound.kink_report import kink_report
 from optax_saferate.autobound.named_functions import register_elementwise
 from optax_saferate.autobound.named_functions import register_primitive
 from optax_saferate.autobound.polynomial_bounds import TaylorBounds
@@ -23,10 +25,12 @@ __all__ = (
     "IntegralBounds",
     "Interval",
     "JensenBounds",
+    "KinkReport",
     "TaylorBounds",
     "TaylorEnclosure",
     "integrate",
     "jensen_gap",
+    "kink_report",
     "register_elementwise",
     "register_primitive",
     "taylor_bounds",

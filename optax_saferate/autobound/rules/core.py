@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from optax_saferate.autobound import elementwise
 from optax_saferate.autobound import enclosures
+from optax_saferate.autobound import kink_report
 from optax_saferate.autobound import kinks
 from optax_saferate.autobound import logsumexp as lse
 from optax_saferate.autobound.elementwise import ElementwiseFunction
@@ -113,6 +114,7 @@ def apply_function(env, ctx, spec: ElementwiseFunction, x: TaylorEnclosure) -> T
 
 
 def apply_relu(env, ctx, x: TaylorEnclosure) -> TaylorEnclosure:
+    kink_report.note("relu")
     return kinks.enclose_relu(x, ctx, env.next_range(ctx, x))
 
 

@@ -13,6 +13,7 @@ from jax.extend.core import primitives as P
 
 from optax_saferate.autobound import elementwise
 from optax_saferate.autobound import enclosures
+from optax_saferate.autobound import kink_report
 from optax_saferate.autobound import logsumexp as lse
 from optax_saferate.autobound import maximum as maximum_rule
 from optax_saferate.autobound.enclosures import TaylorEnclosure
@@ -118,6 +119,7 @@ def _reduce_min(env, ctx, eqn, x):
 def reduce_extreme(env, ctx, x: TaylorEnclosure, axes) -> TaylorEnclosure:
     """``max`` over ``axes``: all candidates at once at degree 2 (see ``maximum.max_of``),
     otherwise a balanced tree of pairwise ``b + relu(a - b)``."""
+    kink_report.note("max")
     if ctx.degree == 2 and axes:
         moved = enclosures.map_monotone(lambda c: jnp.moveaxis(c, axes, tuple(range(len(axes)))), x)
         count = int(np.prod([x.shape[a] for a in axes]))
@@ -172,6 +174,7 @@ def _min_pool(env, ctx, eqn, x):
 
 def _pool_extreme(env, ctx, eqn, x: TaylorEnclosure, sign: float):
     """Max-pooling: the max over each window's candidates, one strided slice per offset."""
+    kink_report.note("max-pool")
     params = eqn.params
     dims, strides = params["window_dimensions"], params["window_strides"]
     padding = params["padding"]

@@ -11,6 +11,7 @@ from jax.extend.core import primitives as P
 from optax_saferate.autobound import elementwise
 from optax_saferate.autobound import enclosures
 from optax_saferate.autobound import intervals
+from optax_saferate.autobound import kink_report
 from optax_saferate.autobound import logsumexp as lse
 from optax_saferate.autobound.enclosures import TaylorEnclosure
 from optax_saferate.autobound.intervals import Interval
@@ -53,6 +54,7 @@ def _select_n(env, ctx, eqn, predicate, *cases):
 
 
 def _select_by_comparison(ctx, eqn, comparison: Comparison, cases):
+    kink_report.note("where")
     d = comparison.difference
     r = enclosures.range_over(d, ctx)
     if d.coefficients:
