@@ -127,3 +127,13 @@ def test_integration_cells_quick_contains_the_reference_and_adapts_to_the_bump()
     for row in rows:
         if row[0].startswith("exp("):  # a localised bump: fewer adaptive cells than uniform
             assert int(row[3]) < int(row[4]), row
+
+
+def test_relu_slope_wrapping_quick_shows_affine_forms_narrower_than_intervals():
+    output = run_script("relu_slope_wrapping.py", "--quick")
+    radius = {row[1]: float(row[3]) for row in table_rows(output, "1e-04")}
+    assert set(radius) == {"interval", "oracle crossings", "affine"}, output
+    # Symbols carried exactly through the later layers never widen; true crossings are fewer.
+    assert (
+        radius["affine"] <= radius["interval"] and radius["oracle crossings"] <= radius["interval"]
+    )
