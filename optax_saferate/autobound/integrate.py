@@ -189,8 +189,12 @@ def integrate(
                 break
             gap = high - low
             order = np.argsort(-gap, kind="stable")
-            share = np.cumsum(np.nan_to_num(gap[order], posinf=1e308))
-            count = int(np.searchsorted(share, share[-1] / 2)) + 1
+            unbounded = int(np.sum(~np.isfinite(gap)))
+            if unbounded:  # cells with no finite bound hold all of the gap: split every one
+                count = unbounded
+            else:
+                share = np.cumsum(gap[order])
+                count = int(np.searchsorted(share, share[-1] / 2)) + 1
             count = min(count, max_cells - len(left))
             chosen = order[:count]
             mid = left[chosen] + (right[chosen] - left[chosen]) / 2
