@@ -3,32 +3,18 @@
 Slow (each compiles several SafeRate steps): ``python -m pytest -m slow tests/test_benchmarks.py``.
 """
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from run_scripts import ROOT
+from run_scripts import run_python
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+BENCHMARKS = ROOT / "benchmarks"
 
 pytestmark = pytest.mark.slow
 
 
-def run_script(*argv: str) -> str:
+def run_script(name: str, *argv: str) -> str:
     # No ``--data``: random pixels, so the scripts need nothing outside the repository.
-    env = dict(os.environ, PYTHONPATH=str(BENCHMARKS.parent))
-    result = subprocess.run(
-        [sys.executable, *argv],
-        cwd=BENCHMARKS,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+    return run_python(BENCHMARKS / name, *argv, cwd=BENCHMARKS, timeout=900)
 
 
 def table_rows(output: str, first_cell: str) -> list[list[str]]:

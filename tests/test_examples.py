@@ -1,28 +1,14 @@
 """The examples run as written and report what they claim (each in a subprocess, Agg backend)."""
 
 import math
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from run_scripts import ROOT
+from run_scripts import run_python
 
 
 def run_example(name: str, *argv: str) -> str:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / name), *argv],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+    return run_python(ROOT / "examples" / name, *argv, cwd=ROOT, timeout=300, MPLBACKEND="Agg")
 
 
 def test_integrate_example_prints_an_interval_that_contains_the_integral(tmp_path):
